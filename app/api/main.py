@@ -1,0 +1,37 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.problems import install_problem_handlers
+from app.api.routers import audit, datasets, deletions, imports, meta, models
+from app.services.keys import signing_key
+from app.settings import get_settings
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    settings.ensure_folders()
+    signing_key(settings)  # created on first start, so GET /v1/keys never races to create it
+    yield
+
+
+def create_app() -> FastAPI:
+    logging.basicConfig(level=get_settings().log_level)
+    app = FastAPI(
+        title="forgetd",
+        version="0.1.0",
+        summary="Right-to-be-forgotten deletion requests on trained image classifiers",
+        lifespan=_lifespan,
+    )
+    install_problem_handlers(app)
+    routers = (datasets, imports, models, deletions, audit, meta)
+    for router in (module.router for module in routers):
+        app.include_router(router)
+    return app

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import select
+
+from app.api.deps import SessionDep, SettingsDep
+from app.api.schemas import DeletionCreate, DeletionOut, DeletionPage
+from app.db.models import AuditReport, DeletionRequest, ModelVersion, RequestStatus
+from app.queue import enqueue_deletion
+from app.services import deletions as service
+from app.services.errors import NotFound
+from app.services.progress import version_progress
+
+router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
+
+
+def deletion_out(session: SessionDep, request: DeletionRequest) -> DeletionOut:
+    numbers: dict[int | None, int] = dict(
+        session.execute(
+            select(ModelVersion.id, ModelVersion.number).where(
+                ModelVersion.id.in_(
+                    [v for v in (request.base_version_id, request.result_version_id) if v]
+                )
+            )
+        ).all()
+    )
+    percent = 100.0 if request.status == RequestStatus.COMPLETED else 0.0
+    progress: dict[str, object] = {"phase": request.status, "percent": percent}
+    if request.status == RequestStatus.RUNNING and request.result_version_id:
+        version = session.get(ModelVersion, request.result_version_id)
+        if version is not None:
+            slices = request.plan.get("slices", 1)
+            progress = {**version_progress(session, version, slices), "phase": "retraining"}
+    elif request.status == RequestStatus.VERIFYING:
+        progress = {"phase": "auditing", "percent": 99.0}
+    has_report = request.status == RequestStatus.COMPLETED and session.scalar(
+        select(AuditReport.id).where(AuditReport.request_id == request.id)
+    )
+    return DeletionOut(
+        id=request.id,
+        model=request.model_id,
+        status=request.status,
+        status_reason=request.status_reason,
+        progress=progress,
+        plan=request.plan,
+        method=request.method,
+        method_config=request.method_config,
+        target={
+            "kind": request.target_kind,
+            "classes": request.target_classes,
+            "samples": request.plan.get("samples"),
+        },
+        external_id=request.external_id,
+        base_version=numbers.get(request.base_version_id),
+        result_version=numbers.get(request.result_version_id),
+        report_url=f"/v1/deletion-requests/{request.id}/report" if has_report else None,
+        created_at=request.created_at,
+        updated_at=request.updated_at,
+        completed_at=request.completed_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=DeletionOut)
+def create_deletion_request(
+    body: DeletionCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> DeletionOut:
+    request, created = service.create_deletion_request(
+        session,
+        payload=body.model_dump(exclude_none=True),
+        idempotency_key=idempotency_key,
+        default_class_method=settings.default_class_method,
+    )
+    if created:
+        # Stored first, enqueued only after the commit: a worker never sees a request that
+        # could still roll back, and a broker outage leaves it "received" for the sweep.
+        session.commit()
+        enqueue_deletion(session, request)
+        session.refresh(request)
+    else:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/deletion-requests/{request.id}"
+    return deletion_out(session, request)
+
+
+@router.get("", response_model=DeletionPage)
+def list_deletion_requests(
+    session: SessionDep,
+    status_filter: Annotated[str | None, Query(alias="status")] = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DeletionPage:
+    rows, total = service.list_requests(
+        session, status=status_filter, model=model, limit=limit, offset=offset
+    )
+    return DeletionPage(
+        items=[deletion_out(session, r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{request_id}", response_model=DeletionOut)
+def read_deletion_request(request_id: str, session: SessionDep) -> DeletionOut:
+    return deletion_out(session, service.get_request(session, request_id))
+
+
+@router.post("/{request_id}/cancel", response_model=DeletionOut)
+def cancel_deletion_request(request_id: str, session: SessionDep) -> DeletionOut:
+    request = service.get_request(session, request_id)
+    service.cancel_request(session, request)
+    session.commit()
+    return deletion_out(session, request)
+
+
+@router.get(
+    "/{request_id}/report",
+    responses={200: {"content": {"application/json": {}, "text/html": {}}}},
+)
+def read_report(request_id: str, session: SessionDep, request: Request) -> Response:
+    deletion = service.get_request(session, request_id)
+    report = session.scalar(select(AuditReport).where(AuditReport.request_id == deletion.id))
+    if report is None:
+        raise NotFound(
+            f"deletion request {request_id!r} has no report yet (status: {deletion.status})"
+        )
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept and report.html:
+        return HTMLResponse(report.html)
+    return JSONResponse(report.envelope)

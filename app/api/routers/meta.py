@@ -1,0 +1,49 @@
+"""Methods, keys, health and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from app.api.deps import SessionDep, SettingsDep
+from app.services.keys import public_key_view
+from worker.unlearning.registry import all_methods
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/v1/methods")
+def list_methods() -> dict[str, Any]:
+    return {
+        "methods": [
+            {
+                "name": spec.name,
+                "summary": spec.summary,
+                "paper": spec.paper,
+                "targets": sorted(t.value for t in spec.targets),
+                "exact": spec.exact,
+                "reads_forget_images": spec.reads_forget_images,
+                "config_schema": spec.config_model.model_json_schema(),
+            }
+            for spec in all_methods()
+        ]
+    }
+
+
+@router.get("/v1/keys")
+def list_keys(settings: SettingsDep) -> dict[str, Any]:
+    return {"keys": [public_key_view(settings)]}
+
+
+@router.get("/healthz")
+def health(session: SessionDep) -> dict[str, str]:
+    session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import select
+
+from app.api.deps import SessionDep
+from app.api.schemas import ModelCreate, ModelOut
+from app.db.models import Model, ModelVersion, VersionStatus
+from app.queue import enqueue_version
+from app.services.models import create_model, get_model
+from app.services.progress import version_progress
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _version_view(version: ModelVersion) -> dict[str, object]:
+    return {
+        "number": version.number,
+        "status": version.status,
+        "reason": version.reason,
+        "method": version.method,
+        "manifest_sha256": version.manifest_sha256,
+        "retired_classes": version.retired_classes,
+        "metrics": version.metrics,
+        "started_at": version.started_at,
+        "completed_at": version.completed_at,
+    }
+
+
+def model_out(session: SessionDep, model: Model) -> ModelOut:
+    versions = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.number)
+    ).all()
+    numbers = {v.id: v.number for v in versions}
+    current = next((v for v in versions if v.id == model.current_version_id), None)
+    building = next(
+        (
+            v
+            for v in reversed(versions)
+            if v.status in (VersionStatus.TRAINING, VersionStatus.EVALUATING)
+        ),
+        None,
+    )
+    views = []
+    for version in versions:
+        view = _version_view(version)
+        view["parent"] = numbers.get(version.parent_id) if version.parent_id else None
+        views.append(view)
+    return ModelOut(
+        id=model.id,
+        name=model.name,
+        dataset_id=model.dataset_id,
+        architecture=model.architecture,
+        config=model.config,
+        status=model.status,
+        status_reason=model.status_reason,
+        current_version=current.number if current else None,
+        retired_classes=current.retired_classes if current else [],
+        versions=views,
+        metrics=current.metrics if current else {},
+        progress=version_progress(session, building, model.config["slices"]) if building else None,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut)
+def register_model(body: ModelCreate, session: SessionDep, response: Response) -> ModelOut:
+    model, version = create_model(session, body.model_dump())
+    session.commit()
+    enqueue_version(version.id)
+    response.headers["Location"] = f"/v1/models/{model.id}"
+    return model_out(session, model)
+
+
+@router.get("/{model_ref}", response_model=ModelOut)
+def read_model(model_ref: str, session: SessionDep) -> ModelOut:
+    return model_out(session, get_model(session, model_ref))

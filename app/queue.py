@@ -1,0 +1,43 @@
+"""Enqueueing worker tasks by name, only ever after the database commit that they depend on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.db.models import DeletionRequest, RequestStatus
+from worker.celery_app import TASK_PROCESS_MODEL, TASK_START_VERSION, celery_app
+
+log = logging.getLogger(__name__)
+
+
+def send(task_name: str, *args: Any) -> bool:
+    """Send a task; a broker outage is logged, not raised (the periodic sweep re-sends)."""
+    try:
+        celery_app.send_task(task_name, args=list(args))
+    except Exception as exc:  # kombu raises many transport-specific errors
+        log.warning("could not enqueue %s%s: %s", task_name, args, exc)
+        return False
+    return True
+
+
+def enqueue_version(version_id: int) -> bool:
+    return send(TASK_START_VERSION, version_id)
+
+
+def enqueue_deletion(session: Session, request: DeletionRequest) -> None:
+    """Hand a committed request to the workers and mark it queued."""
+    if send(TASK_PROCESS_MODEL, request.model_id):
+        session.execute(
+            update(DeletionRequest)
+            .where(
+                DeletionRequest.id == request.id,
+                DeletionRequest.status == RequestStatus.RECEIVED,
+            )
+            .values(status=RequestStatus.QUEUED, enqueued_at=datetime.now(UTC))
+        )
+        session.commit()

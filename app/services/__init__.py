@@ -1,0 +1,1 @@
+"""Domain services: validate, read and write through a session; never commit (callers do)."""

@@ -1,0 +1,279 @@
+"""Deletion requests: validate and resolve the target, plan, and store before any work starts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    OPEN_REQUEST_STATES,
+    DeletionRequest,
+    DeletionTarget,
+    Model,
+    ModelStatus,
+    ModelVersion,
+    RequestStatus,
+    Sample,
+    SampleState,
+)
+from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.models import get_model
+from app.services.versions import load_placements
+from app.sisa.planner import plan_deletion
+from worker.unlearning.base import Target
+from worker.unlearning.registry import get_method, validate_config
+
+MAX_FILENAMES = 10_000
+
+
+def request_fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _malformed(name: object) -> bool:
+    if not isinstance(name, str) or not name or len(name) > 1000:
+        return True
+    if "\\" in name or "\x00" in name or name.startswith("/"):
+        return True
+    parts = name.split("/")
+    return any(part in ("", ".", "..") for part in parts) or posixpath.normpath(name) != name
+
+
+def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -> list[Sample]:
+    """Resolve names to samples, or raise one error that lists every offending name.
+
+    A name is a path relative to the dataset root (`train/cat/0001.jpg`), relative to a split
+    folder (`cat/0001.jpg`), or a bare file name when exactly one sample has it.
+    """
+    if not names:
+        raise InvalidInput("filenames must list at least one file")
+    if len(names) > MAX_FILENAMES:
+        raise InvalidInput(f"at most {MAX_FILENAMES} filenames per request, got {len(names)}")
+    counts: dict[str, int] = defaultdict(int)
+    for name in names:
+        counts[name] += 1
+    duplicated = sorted(name for name, n in counts.items() if n > 1)
+    malformed = sorted({str(name) for name in names if _malformed(name)})
+    wanted = [name for name in counts if not _malformed(name)]
+    lookups = set(wanted) | {f"{split}/{name}" for name in wanted for split in ("train", "test")}
+    bare = [name for name in wanted if "/" not in name]
+    rows = session.scalars(
+        select(Sample).where(
+            Sample.dataset_id == dataset_id,
+            or_(Sample.rel_path.in_(sorted(lookups)), Sample.file_name.in_(bare)),
+        )
+    ).all()
+    by_path = {s.rel_path: s for s in rows}
+    by_name: dict[str, list[Sample]] = defaultdict(list)
+    for sample in rows:
+        by_name[sample.file_name].append(sample)
+    resolved: list[Sample] = []
+    unknown: list[str] = []
+    ambiguous: dict[str, list[str]] = {}
+    already_deleted: list[str] = []
+    for name in wanted:
+        if name in by_path:
+            candidates = [by_path[name]]
+        else:
+            candidates = [by_path[p] for p in (f"train/{name}", f"test/{name}") if p in by_path]
+            if not candidates and "/" not in name:
+                candidates = by_name.get(name, [])
+        if not candidates:
+            unknown.append(name)
+        elif len(candidates) > 1:
+            ambiguous[name] = sorted(s.rel_path for s in candidates)
+        elif candidates[0].state == SampleState.DELETED:
+            already_deleted.append(name)
+        else:
+            resolved.append(candidates[0])
+    problems = {
+        key: value
+        for key, value in {
+            "malformed": malformed,
+            "duplicated": duplicated,
+            "unknown": sorted(unknown),
+            "ambiguous": ambiguous,
+            "already_deleted": sorted(already_deleted),
+        }.items()
+        if value
+    }
+    if problems:
+        summary = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in problems.items())
+        error_cls = Conflict if set(problems) == {"already_deleted"} else InvalidInput
+        raise error_cls(f"filenames refused: {summary}", invalid_filenames=problems)
+    return resolved
+
+
+def _class_targets(
+    session: Session, model: Model, version: ModelVersion, class_names: Sequence[str]
+) -> tuple[list[str], list[Sample]]:
+    classes = model.dataset.classes
+    unknown = sorted(set(class_names) - set(classes))
+    if unknown:
+        raise InvalidInput(f"unknown classes {unknown}; the dataset has {classes}")
+    if len(set(class_names)) != len(class_names):
+        raise InvalidInput("class names are repeated")
+    retired = sorted(set(class_names) & set(version.retired_classes))
+    if retired:
+        raise Conflict(f"classes already forgotten by this model: {retired}")
+    if len(set(class_names) | set(version.retired_classes)) >= len(classes):
+        raise InvalidInput("a model must keep at least one class")
+    indices = [classes.index(name) for name in class_names]
+    samples = session.scalars(
+        select(Sample).where(
+            Sample.dataset_id == model.dataset_id,
+            Sample.class_index.in_(indices),
+            Sample.state == SampleState.ACTIVE,
+        )
+    ).all()
+    return list(class_names), list(samples)
+
+
+def create_deletion_request(
+    session: Session,
+    *,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+    default_class_method: str,
+) -> tuple[DeletionRequest, bool]:
+    """Validate, resolve and store a request with its plan. Returns (request, created)."""
+    fingerprint = request_fingerprint(payload)
+    if idempotency_key:
+        existing = session.scalar(
+            select(DeletionRequest).where(DeletionRequest.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            if existing.request_fingerprint != fingerprint:
+                raise InvalidInput("Idempotency-Key was already used with a different request body")
+            return existing, False
+    model = get_model(session, payload["model"])
+    if model.status != ModelStatus.READY or model.current_version_id is None:
+        raise Conflict(f"model {model.name!r} is {model.status}; deletions need a ready model")
+    version = session.get(ModelVersion, model.current_version_id)
+    assert version is not None
+    filenames = payload.get("filenames")
+    class_names = payload.get("class_names") or (
+        [payload["class_name"]] if payload.get("class_name") else None
+    )
+    if (filenames is None) == (class_names is None):
+        raise InvalidInput("give either filenames or class_name/class_names, not both or neither")
+    target = Target.FILES if filenames is not None else Target.CLASSES
+    method_name = payload.get("method") or "auto"
+    if method_name == "auto":
+        method_name = "sisa" if target == Target.FILES else default_class_method
+    try:
+        method = get_method(method_name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if target not in method.targets:
+        raise InvalidInput(
+            f"method {method.name!r} cannot forget {target.value}; it supports "
+            f"{sorted(t.value for t in method.targets)}"
+        )
+    try:
+        config = validate_config(method.name, payload.get("method_config"))
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"method_config is not valid for {method.name!r}",
+            errors=json.loads(exc.json(include_url=False)),
+        ) from None
+    if filenames is not None:
+        samples = resolve_filenames(session, model.dataset_id, filenames)
+        retired: list[str] = []
+    else:
+        assert class_names is not None
+        retired, samples = _class_targets(session, model, version, class_names)
+    plan = plan_deletion(
+        load_placements(session, version.id),
+        [s.id for s in samples],
+        shards=model.config["shards"],
+        slices=model.config["slices"],
+        full_retrain=method.name == "retrain",
+    )
+    request = DeletionRequest(
+        model_id=model.id,
+        target_kind=target.value,
+        target_classes=retired,
+        method=method.name,
+        method_config=config.model_dump(mode="json"),
+        external_id=payload.get("external_id"),
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        status=RequestStatus.RECEIVED,
+        plan={**plan.to_dict(), "samples": len(samples), "exact": method.exact},
+        base_version_id=version.id,
+    )
+    session.add(request)
+    session.flush()
+    session.add_all(DeletionTarget(request_id=request.id, sample_id=s.id) for s in samples)
+    return request, True
+
+
+def get_request(session: Session, request_id: str) -> DeletionRequest:
+    request = session.get(DeletionRequest, request_id)
+    if request is None:
+        raise NotFound(f"deletion request {request_id!r} does not exist")
+    return request
+
+
+def list_requests(
+    session: Session, *, status: str | None, model: str | None, limit: int, offset: int
+) -> tuple[list[DeletionRequest], int]:
+    query = select(DeletionRequest)
+    if status:
+        valid = {s.value for s in RequestStatus}
+        if status not in valid:
+            raise InvalidInput(f"unknown status {status!r}; one of {sorted(valid)}")
+        query = query.where(DeletionRequest.status == status)
+    if model:
+        query = query.where(DeletionRequest.model_id == get_model(session, model).id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(DeletionRequest.created_at.desc(), DeletionRequest.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), total
+
+
+def cancel_request(session: Session, request: DeletionRequest) -> None:
+    """Cancel a request no worker has claimed; a conditional UPDATE so a claim cannot race it."""
+    result = session.execute(
+        update(DeletionRequest)
+        .where(
+            DeletionRequest.id == request.id,
+            DeletionRequest.status.in_((RequestStatus.RECEIVED, RequestStatus.QUEUED)),
+        )
+        .values(
+            status=RequestStatus.CANCELLED,
+            status_reason="cancelled by the caller before work started",
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        session.refresh(request)
+        raise Conflict(
+            f"request is {request.status}; only received or queued ones can be cancelled"
+        )
+    session.refresh(request)
+
+
+def target_hashes(session: Session, request_id: str) -> list[str]:
+    return sorted(
+        session.scalars(
+            select(Sample.sha256)
+            .join(DeletionTarget, DeletionTarget.sample_id == Sample.id)
+            .where(DeletionTarget.request_id == request_id)
+        ).all()
+    )
+
+
+def is_open(request: DeletionRequest) -> bool:
+    return request.status in OPEN_REQUEST_STATES

@@ -1,0 +1,115 @@
+"""Service settings, validated once at start.
+
+Defaults are the embedded set-up (SQLite database, SQLite-backed Celery broker and results, a
+local data folder), so nothing needs installing. Environment variables switch to PostgreSQL and
+Redis; both the prefixed (`FORGETD_DATABASE_URL`) and the plain (`DATABASE_URL`) names work.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(user_data_dir("forgetd", appauthor=False))
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(f"FORGETD_{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, validation_alias=_alias("HOME_DIR"))
+    database_url: str = Field("", validation_alias=_alias("DATABASE_URL"))
+    broker_url: str = Field("", validation_alias=_alias("BROKER_URL"))
+    result_backend: str = Field("", validation_alias=_alias("RESULT_BACKEND"))
+    store_root: Path | None = Field(None, validation_alias=_alias("STORE_ROOT"))
+    data_root: Path | None = Field(None, validation_alias=_alias("DATA_ROOT"))
+    cache_root: Path | None = Field(None, validation_alias=_alias("CACHE_ROOT"))
+    signing_key_path: Path | None = Field(None, validation_alias=_alias("SIGNING_KEY_PATH"))
+    device: str = Field("auto", validation_alias=_alias("DEVICE"))
+    default_class_method: str = Field("unsir", validation_alias=_alias("DEFAULT_CLASS_METHOD"))
+    holdout_fraction: float = Field(
+        0.1, gt=0.0, lt=0.9, validation_alias=_alias("HOLDOUT_FRACTION")
+    )
+    sweep_interval_s: float = Field(30.0, gt=0, validation_alias=_alias("SWEEP_INTERVAL_S"))
+    stale_task_after_s: float = Field(120.0, gt=0, validation_alias=_alias("STALE_TASK_AFTER_S"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_alias("LOG_LEVEL")
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value == "auto" or value == "cpu" or value == "cuda" or value.startswith("cuda:"):
+            return value
+        raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "sqla+", "memory://", "amqp")):
+            raise ValueError("must be a redis://, sqla+<database URL>, amqp:// or memory:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        home = self.home.expanduser()
+        self.home = home
+        if not self.database_url:
+            self.database_url = f"sqlite:///{home / 'forgetd.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{home / 'broker.db'}"
+        if not self.result_backend:
+            self.result_backend = f"db+sqlite:///{home / 'results.db'}"
+        self.store_root = (self.store_root or home / "store").expanduser()
+        self.data_root = (self.data_root or home / "data").expanduser()
+        self.cache_root = (self.cache_root or home / "cache").expanduser()
+        self.signing_key_path = (
+            self.signing_key_path or home / "keys" / "signing.pem"
+        ).expanduser()
+        return self
+
+    @property
+    def is_embedded_db(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_folders(self) -> None:
+        for folder in (self.home, self.store_root, self.data_root, self.cache_root):
+            assert folder is not None
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+class SettingsError(RuntimeError):
+    """Raised at start when a setting is invalid; the message names the setting."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"{field}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Pure SISA bookkeeping: manifests, checkpoint keys and deletion plans (no torch, no I/O)."""

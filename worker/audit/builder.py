@@ -1,0 +1,465 @@
+"""Assemble the audit report body (and its figures) from plain inputs.
+
+Pure functions: no database, no torch, no files. A worker typically does::
+
+    lineage = lineage_section([LineageConstituent.from_samples(...), ...], deleted, exact=True)
+    mia = mia_section(
+        {"loss_threshold": loss_threshold_attack(forget_before, test_before)},
+        {"loss_threshold": loss_threshold_attack(forget_after, test_after)},
+        reference_model_test(target_losses, out_losses),  # SISA only, else None
+        None,                                              # or results on a full retrain
+    )
+    body = build_report_body(request=..., method=..., versions=..., lineage=lineage,
+                             efficacy=..., membership_inference=mia, cost=cost_section(...),
+                             notes=[...])
+    envelope = app.audit.integrity.seal_report(body, previous_sha256=prev, key=key)
+    plots = build_plots(losses=..., mia=mia, per_class_accuracy=..., prediction_distribution=...)
+    page = worker.audit.html.render_report_html(envelope, plots)
+
+matplotlib is imported only when :func:`build_plots` runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from app.audit.schema import ReportBody
+from app.sisa.manifest import sample_set_sha256  # the one convention the checkpoint records use
+from worker.audit.mia import AttackResult
+
+__all__ = [
+    "LineageConstituent",
+    "build_plots",
+    "build_report_body",
+    "cost_section",
+    "lineage_section",
+    "mia_section",
+    "prediction_distribution",
+    "sample_set_sha256",
+]
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+@dataclass
+class LineageConstituent:
+    """What one constituent (shard model) of the new version was trained on."""
+
+    shard: int
+    sample_set_sha256: str
+    n_samples: int
+    retrained_from_slice: int | None
+    reused_checkpoints: list[str] = field(default_factory=list)
+    new_checkpoints: list[str] = field(default_factory=list)
+    contains_deleted: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_samples(
+        cls,
+        shard: int,
+        sample_hashes: Iterable[str],
+        deleted_hashes: Iterable[str],
+        *,
+        retrained_from_slice: int | None = None,
+        reused_checkpoints: Sequence[str] = (),
+        new_checkpoints: Sequence[str] = (),
+    ) -> LineageConstituent:
+        """Recompute hash, size and the intersection with the deleted set from the manifest's
+        sample hashes of this constituent (all slices it was trained on)."""
+        samples = {h.lower() for h in sample_hashes}
+        deleted = {h.lower() for h in deleted_hashes}
+        return cls(
+            shard=int(shard),
+            sample_set_sha256=sample_set_sha256(samples),
+            n_samples=len(samples),
+            retrained_from_slice=retrained_from_slice,
+            reused_checkpoints=list(reused_checkpoints),
+            new_checkpoints=list(new_checkpoints),
+            contains_deleted=sorted(samples & deleted),
+        )
+
+
+def lineage_section(
+    constituents: list[LineageConstituent],
+    deleted_hashes: list[str],
+    *,
+    exact: bool,
+) -> dict:
+    """The lineage proof.
+
+    For an exact method, ``verified`` is True only when at least one constituent is listed and
+    none contains a deleted hash; ``status`` is "verified" or "failed" and ``violations`` lists
+    (shard, hash) pairs that break the proof. Approximate methods get ``exact: False``,
+    ``verified: False``, ``status: "not_applicable"`` and a statement that they carry no lineage
+    proof.
+    """
+    deleted = sorted({h.lower() for h in deleted_hashes})
+    if not exact:
+        return {
+            "exact": False,
+            "verified": False,
+            "status": "not_applicable",
+            "statement": (
+                "This unlearning method is approximate, carries no lineage proof: the model was "
+                "modified after training on the deleted data rather than rebuilt without it. "
+                "Its effect is measured in the efficacy and membership-inference sections."
+            ),
+            "deleted_sample_count": len(deleted),
+        }
+    cons = sorted(constituents, key=lambda c: c.shard)
+    violations = [
+        {"shard": c.shard, "sample_sha256": h} for c in cons for h in sorted(c.contains_deleted)
+    ]
+    verified = bool(cons) and not violations
+    retrained = [c for c in cons if c.retrained_from_slice is not None]
+    n_reused = sum(len(c.reused_checkpoints) for c in cons)
+    n_new = sum(len(c.new_checkpoints) for c in cons)
+    if verified:
+        statement = (
+            f"Verified: the sample sets of all {len(cons)} constituent model(s), recomputed from "
+            f"the manifest, contain none of the {len(deleted)} deleted sample hash(es). "
+            f"{len(retrained)} shard(s) were retrained from the checkpoint before the first "
+            f"affected slice; {n_reused} checkpoint(s) trained without the deleted data were "
+            "reused unchanged."
+        )
+    elif not cons:
+        statement = "Failed: no constituent was listed, so nothing proves the lineage."
+    else:
+        shards = sorted({c.shard for c in cons if c.contains_deleted})
+        statement = (
+            f"FAILED: {len(violations)} deleted sample hash(es) are still in the training set of "
+            f"constituent(s) for shard(s) {', '.join(map(str, shards))}."
+        )
+    out_constituents = []
+    for c in cons:
+        d = asdict(c)
+        d["contains_deleted"] = sorted(c.contains_deleted)
+        out_constituents.append(d)
+    return {
+        "exact": True,
+        "verified": verified,
+        "status": "verified" if verified else "failed",
+        "statement": statement,
+        "deleted_sample_count": len(deleted),
+        "constituents": out_constituents,
+        "retrained_shards": [c.shard for c in retrained],
+        "retrained_from_slice": {str(c.shard): c.retrained_from_slice for c in retrained},
+        "n_reused_checkpoints": n_reused,
+        "n_new_checkpoints": n_new,
+        "violations": violations,
+    }
+
+
+# --------------------------------------------------------------------------- membership inference
+
+
+def _res(x: AttackResult | Mapping[str, Any] | None) -> dict | None:
+    if x is None:
+        return None
+    if isinstance(x, AttackResult):
+        return x.to_dict()
+    return dict(x)
+
+
+def _verdict(name: str, before: dict | None, after: dict | None, retrain: dict | None) -> dict:
+    if after is None or after.get("auc") is None:
+        return {
+            "attack": name,
+            "status": "inconclusive",
+            "text": f"{name}: no result after unlearning.",
+        }
+    a = float(after["auc"])
+    lo, hi = [*(after.get("auc_ci") or []), None, None][:2]
+    have_ci = lo is not None and hi is not None
+    head = f"{name}: ROC AUC "
+    if before is not None and before.get("auc") is not None:
+        head += f"{float(before['auc']):.2f} before, "
+    head += f"{a:.2f} after unlearning"
+    head += f" (95% CI {lo:.2f}-{hi:.2f})" if have_ci else ""
+    if not have_ci:
+        lo = hi = a
+    r = retrain.get("auc") if retrain else None
+    if r is not None:
+        r = float(r)
+        head += f"; a model retrained without the data gives {r:.2f}"
+        if lo - 0.02 <= r <= hi + 0.02:
+            status = "consistent_with_retrain"
+            tail = "the unlearned model leaks no more to this attack than a retrained one."
+        elif lo > r and lo > 0.5:
+            status = "residual_signal"
+            tail = (
+                "the forgotten samples are still easier to recognise than after a retrain: "
+                "some of their influence remains."
+            )
+        elif hi < r and hi < 0.5:
+            status = "over_forgetting"
+            tail = (
+                "the forgotten samples look less like training data than never-seen samples, "
+                "unlike after a retrain; this difference can itself reveal the unlearning."
+            )
+        else:
+            status = "differs_from_retrain"
+            tail = "the result differs from a retrain's."
+    elif lo <= 0.5 <= hi or (not have_ci and abs(a - 0.5) < 0.05):
+        status = "indistinguishable"
+        tail = "the attacker cannot tell the forgotten samples from never-seen test samples."
+    elif lo > 0.5:
+        status = "residual_signal"
+        tail = (
+            "the attacker still tells the forgotten samples from never-seen test samples better "
+            "than chance; compare with what a retrained model gives (a train/test gap of other "
+            "data can also cause this)."
+        )
+    else:
+        status = "over_forgetting"
+        tail = (
+            "the forgotten samples have higher loss than never-seen test samples, which can "
+            "itself reveal that they were unlearned."
+        )
+    n = int(after.get("n_members") or 0)
+    if n < 30:
+        tail += f" Only {n} forgotten sample(s): little statistical power."
+    return {"attack": name, "status": status, "text": f"{head}: {tail}"}
+
+
+def mia_section(
+    before: dict[str, AttackResult],
+    after: dict[str, AttackResult],
+    reference: dict | None,
+    retrain_after: dict[str, AttackResult] | None,
+    *,
+    members: str = "forget set",
+    nonmembers: str = "held-out test set",
+) -> dict:
+    """Membership-inference section: every attack before / after (/ on a full retrain), the SISA
+    reference-model test when given, and one plain-language verdict per attack.
+
+    Values may be ``AttackResult`` objects or their ``to_dict()``. Verdict statuses:
+    ``indistinguishable`` (after-unlearning AUC interval contains 0.5), ``residual_signal``,
+    ``over_forgetting`` (AUC interval below 0.5), and with a retrain to compare with
+    ``consistent_with_retrain`` / ``differs_from_retrain``; ``inconclusive`` when there is no
+    after-unlearning result.
+    """
+    retrain_after = retrain_after or {}
+    names: list[str] = []
+    for d in (before, after, retrain_after):
+        for k in d:
+            if k not in names:
+                names.append(k)
+    attacks: dict[str, dict] = {}
+    verdicts: list[dict] = []
+    for name in names:
+        b, a, r = _res(before.get(name)), _res(after.get(name)), _res(retrain_after.get(name))
+        attacks[name] = {"before": b, "after": a, "retrain": r}
+        verdicts.append(_verdict(name, b, a, r))
+    ref = dict(reference) if reference is not None else None
+    if ref is not None:
+        verdicts.append(
+            {
+                "attack": str(ref.get("test", "reference_model_percentile")),
+                "status": ref.get("status") or "inconclusive",
+                "text": str(ref.get("interpretation", "")),
+            }
+        )
+    interpretation = (
+        f"The attacks try to tell the {members} (members) from the {nonmembers} (non-members) "
+        "from the model's per-sample loss or confidence. An AUC near 0.5 means the attacker "
+        "cannot tell forgotten samples from never-seen test samples; the reference point is "
+        "what a model retrained without the data gives."
+    )
+    return {
+        "members": members,
+        "nonmembers": nonmembers,
+        "attacks": attacks,
+        "reference_model_test": ref,
+        "verdicts": verdicts,
+        "interpretation": interpretation,
+    }
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def cost_section(
+    *,
+    wall_time_s: float | None,
+    samples_retrained: int | None,
+    full_retrain_samples: int | None,
+    shards_retrained: int | None = None,
+    slices_retrained: int | None = None,
+    full_retrain_wall_time_s_estimate: float | None = None,
+    device: str | None = None,
+) -> dict:
+    """Cost section; ``speedup`` = full-retrain samples / samples retrained (or the wall-time
+    ratio when sample counts are missing), None when it cannot be computed."""
+    speedup: float | None = None
+    if samples_retrained and full_retrain_samples:
+        speedup = full_retrain_samples / samples_retrained
+    elif wall_time_s and full_retrain_wall_time_s_estimate:
+        speedup = full_retrain_wall_time_s_estimate / wall_time_s
+    return {
+        "wall_time_s": wall_time_s,
+        "samples_retrained": samples_retrained,
+        "shards_retrained": shards_retrained,
+        "slices_retrained": slices_retrained,
+        "full_retrain_samples": full_retrain_samples,
+        "full_retrain_wall_time_s_estimate": full_retrain_wall_time_s_estimate,
+        "speedup": speedup,
+        "device": device,
+    }
+
+
+def prediction_distribution(
+    predictions: Sequence[int] | np.ndarray, class_names: Sequence[str]
+) -> dict[str, float]:
+    """class name -> fraction of ``predictions`` (class indices) equal to it; all classes listed."""
+    pred = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    k = len(class_names)
+    if pred.size and (pred.min() < 0 or pred.max() >= k):
+        raise ValueError("prediction index out of range")
+    counts = np.bincount(pred, minlength=k) if pred.size else np.zeros(k, dtype=np.int64)
+    total = max(int(pred.size), 1)
+    return {str(c): float(counts[i]) / total for i, c in enumerate(class_names)}
+
+
+def _plain(obj: Any) -> Any:
+    """numpy and tuples to JSON types; non-finite floats to None; dataclasses via to_dict."""
+    if isinstance(obj, AttackResult):
+        return obj.to_dict()
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        items = sorted(obj) if isinstance(obj, set | frozenset) else obj
+        return [_plain(v) for v in items]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
+
+
+# --------------------------------------------------------------------------- the body
+
+
+def build_report_body(
+    *,
+    request: dict,
+    method: dict,
+    versions: dict,
+    lineage: dict,
+    efficacy: dict,
+    membership_inference: dict,
+    cost: dict,
+    notes: list[str],
+    generated_at: datetime | str | None = None,
+) -> dict:
+    """Validate the sections against :class:`app.audit.schema.ReportBody` and return the body as
+    plain JSON types (ready for ``seal_report``).
+
+    numpy scalars/arrays are converted, NaN/Infinity become null, ``generated_at`` defaults to
+    now (UTC). Raises ``pydantic.ValidationError`` when a section does not fit the schema (for
+    instance a file name or any unknown field in ``request``).
+    """
+    if generated_at is None:
+        generated_at = datetime.now(UTC).replace(microsecond=0)
+    raw = _plain(
+        {
+            "generated_at": generated_at,
+            "request": request,
+            "method": method,
+            "versions": versions,
+            "lineage": lineage,
+            "efficacy": efficacy,
+            "membership_inference": membership_inference,
+            "cost": cost,
+            "notes": list(notes),
+        }
+    )
+    return ReportBody.model_validate(raw).model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def build_plots(
+    *,
+    losses: Mapping[str, Mapping[str, Any]] | None = None,
+    mia: Mapping[str, Any] | None = None,
+    per_class_accuracy: Mapping[str, Mapping[str, float | None]] | None = None,
+    prediction_distribution: Mapping[str, float] | Mapping[str, Mapping[str, float]] | None = None,
+    forgotten_classes: Sequence[str] = (),
+) -> dict[str, bytes]:
+    """Render the report's figures as PNG bytes, keyed as :func:`render_report_html` expects.
+
+    - ``losses``: ``{stage: {set: per-sample losses}}``, stages e.g. "before" / "after"
+      (/ "retrain"), sets e.g. "forget" / "retain" / "test" -> key ``loss_histograms``.
+    - ``mia``: the dict returned by :func:`mia_section` (or just ``{"attacks": ...}``) -> one ROC
+      figure per attack, key ``roc_<attack>``.
+    - ``per_class_accuracy``: ``{"before": {class: acc}, "after": {...}, "retrain"?: {...}}``,
+      or the efficacy section's ``per_class`` shape ``{class: {"before", "after", "retrain"}}``
+      -> key ``per_class_accuracy``.
+    - ``prediction_distribution``: ``{class: fraction}`` or ``{stage: {class: fraction}}`` for
+      the forgotten samples -> key ``prediction_distribution``.
+    - ``forgotten_classes`` are highlighted in the bar charts.
+
+    Inputs left as None produce no figure. matplotlib is imported here, not at module import.
+    """
+    from worker.audit import plots as P
+
+    out: dict[str, bytes] = {}
+    if losses:
+        out["loss_histograms"] = P.loss_histograms(losses)
+    if mia:
+        for name, stages in (mia.get("attacks") or {}).items():
+            stages = stages or {}
+            if not any(stages.get(s) for s in ("before", "after", "retrain")):
+                continue
+            out[f"roc_{name}"] = P.roc_plot(
+                stages.get("before"), stages.get("after"), retrain=stages.get("retrain")
+            )
+    if per_class_accuracy:
+        by_stage = _per_class_by_stage(per_class_accuracy)
+        out["per_class_accuracy"] = P.per_class_accuracy_plot(
+            by_stage.get("before") or {},
+            by_stage.get("after") or {},
+            retrain=by_stage.get("retrain"),
+            highlight=forgotten_classes,
+        )
+    if prediction_distribution:
+        out["prediction_distribution"] = P.prediction_distribution_plot(
+            prediction_distribution, highlight=forgotten_classes
+        )
+    return out
+
+
+_STAGES = ("before", "after", "retrain")
+
+
+def _per_class_by_stage(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Accept {stage: {class: acc}} or {class: {stage: acc}}; return {stage: {class: acc}}."""
+    if data and set(data) <= set(_STAGES):
+        return {s: dict(v or {}) for s, v in data.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for cls, triple in data.items():
+        triple = triple or {}
+        for s in _STAGES:
+            if triple.get(s) is not None:
+                out.setdefault(s, {})[str(cls)] = triple[s]
+    if "retrain" in out:  # keep every class on every bar group
+        for cls in data:
+            out["retrain"].setdefault(str(cls), None)
+    return out

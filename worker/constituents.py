@@ -1,0 +1,55 @@
+"""Building constituent models and loading them from the model store."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Checkpoint, Model, ModelVersion
+from models_store import LocalStore
+from worker.training.architectures import build_model
+from worker.training.trainer import load_checkpoint, seed_everything
+
+CHECKPOINTS = "checkpoints"
+
+
+def derived_seed(*parts: int) -> int:
+    """A stable 31-bit seed from integers (model seed, shard, slice...)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+def fresh_constituent(model: Model, shard: int) -> torch.nn.Module:
+    """A constituent's initial weights: seeded by (model seed, shard), so a retrain is repeatable."""
+    seed_everything(derived_seed(model.config["seed"], shard))
+    return build_model(
+        model.architecture,
+        num_classes=len(model.dataset.classes),
+        in_channels=model.dataset.channels,
+        image_size=model.config["image_size"],
+    )
+
+
+def final_checkpoints(session: Session, version: ModelVersion, slices: int) -> list[Checkpoint]:
+    return list(
+        session.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.version_id == version.id, Checkpoint.slice == slices - 1)
+            .order_by(Checkpoint.shard)
+        ).all()
+    )
+
+
+def load_constituents(
+    session: Session, store: LocalStore, model: Model, version: ModelVersion, device: torch.device
+) -> list[torch.nn.Module]:
+    """Every constituent of a version, in shard order, in eval mode on `device`."""
+    constituents = []
+    for checkpoint in final_checkpoints(session, version, model.config["slices"]):
+        net = fresh_constituent(model, checkpoint.shard)
+        load_checkpoint(store.get(CHECKPOINTS, checkpoint.key), net, None, map_location="cpu")
+        constituents.append(net.to(device).eval())
+    return constituents

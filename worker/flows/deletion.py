@@ -1,0 +1,304 @@
+"""Deletion requests: claim and coalesce them per model, retrain, audit, then erase the data."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    Checkpoint,
+    DeletionRequest,
+    DeletionTarget,
+    ManifestEntry,
+    Model,
+    ModelStatus,
+    ModelVersion,
+    RequestStatus,
+    Sample,
+    SampleState,
+    Tombstone,
+)
+from app.db.session import session_scope
+from app.services.versions import create_child_version
+from app.settings import get_settings
+from worker.constituents import CHECKPOINTS
+from worker.flows.common import log, now, store
+from worker.samples import purge_dataset_cache
+from worker.unlearning.base import Runner
+from worker.unlearning.registry import get_method
+
+CLAIMABLE = (RequestStatus.RECEIVED, RequestStatus.QUEUED)
+# Exact file deletions with the same method can share one retrain; anything else runs alone.
+COALESCIBLE_METHODS = {"sisa", "retrain"}
+
+# Called with (session, request, version) after retraining and before the data is erased, so
+# the audit can still measure the forgotten samples. Set by worker.audit_step.
+AuditHook = Callable[[Session, DeletionRequest, ModelVersion], None]
+
+
+def claim_model(session: Session, model_id: int) -> str | None:
+    """Take the model's batch lock with a conditional UPDATE; None if another batch holds it."""
+    token = str(uuid.uuid4())
+    result = session.execute(
+        update(Model)
+        .where(
+            Model.id == model_id,
+            Model.active_batch.is_(None),
+            Model.status == ModelStatus.READY,
+        )
+        .values(active_batch=token, heartbeat_at=now())
+    )
+    session.commit()
+    return token if result.rowcount else None  # type: ignore[attr-defined]
+
+
+def release_model(session: Session, model_id: int, token: str) -> None:
+    session.execute(
+        update(Model)
+        .where(Model.id == model_id, Model.active_batch == token)
+        .values(active_batch=None)
+    )
+
+
+def _claim_batch(session: Session, model_id: int, token: str) -> list[DeletionRequest]:
+    pending = list(
+        session.scalars(
+            select(DeletionRequest)
+            .where(DeletionRequest.model_id == model_id, DeletionRequest.status.in_(CLAIMABLE))
+            .order_by(DeletionRequest.created_at, DeletionRequest.id)
+        ).all()
+    )
+    if not pending:
+        return []
+    first = pending[0]
+    if first.method in COALESCIBLE_METHODS and first.target_kind == "files":
+        batch = [
+            r for r in pending if r.method == first.method and r.target_kind == first.target_kind
+        ]
+    else:
+        batch = [first]
+    claimed = []
+    for request in batch:
+        result = session.execute(
+            update(DeletionRequest)
+            .where(DeletionRequest.id == request.id, DeletionRequest.status.in_(CLAIMABLE))
+            .values(status=RequestStatus.RUNNING, batch_id=token, status_reason=None)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            claimed.append(request)
+    return claimed
+
+
+def batch_sample_ids(session: Session, request_ids: list[str]) -> list[int]:
+    return sorted(
+        set(
+            session.scalars(
+                select(DeletionTarget.sample_id)
+                .join(Sample, Sample.id == DeletionTarget.sample_id)
+                .where(
+                    DeletionTarget.request_id.in_(request_ids),
+                    Sample.state == SampleState.ACTIVE,
+                )
+            ).all()
+        )
+    )
+
+
+def start_batch(model_id: int) -> int | None:
+    """Claim the model, coalesce its pending requests and lay out the new version.
+
+    Returns the id of the version to train, or None when there is nothing to do here.
+    """
+    with session_scope() as session:
+        token = claim_model(session, model_id)
+        if token is None:
+            return None
+        requests = _claim_batch(session, model_id, token)
+        if not requests:
+            release_model(session, model_id, token)
+            return None
+        model = session.get(Model, model_id)
+        assert model is not None and model.current_version_id is not None
+        parent = session.get(ModelVersion, model.current_version_id)
+        assert parent is not None
+        method = get_method(requests[0].method)
+        deleted = batch_sample_ids(session, [r.id for r in requests])
+        retired = sorted({c for r in requests for c in r.target_classes})
+        approximate = method.runner != Runner.SISA
+        version, plan = create_child_version(
+            session,
+            model,
+            parent,
+            deleted,
+            method=method.name,
+            full_retrain=method.name == "retrain",
+            approximate=approximate,
+            # A full retrain and an approximate method must never share keys with checkpoints
+            # that an exact, cumulative training produced.
+            salt=token if (method.name == "retrain" or approximate) else "",
+            retired_classes=retired,
+        )
+        for request in requests:
+            request.result_version_id = version.id
+            request.base_version_id = parent.id
+            request.plan = {
+                **request.plan,
+                **plan.to_dict(),
+                "coalesced_with": sorted(r.id for r in requests if r.id != request.id),
+            }
+        log.info(
+            "model %s: %s request(s) coalesced into version %s, %s shard(s) to retrain",
+            model_id,
+            len(requests),
+            version.number,
+            len(plan.affected),
+        )
+        return version.id
+
+
+def erase_samples(session: Session, request: DeletionRequest) -> int:
+    """Delete the request's image files, tombstone their hashes and mark the samples deleted."""
+    samples = session.scalars(
+        select(Sample)
+        .join(DeletionTarget, DeletionTarget.sample_id == Sample.id)
+        .where(DeletionTarget.request_id == request.id, Sample.state == SampleState.ACTIVE)
+    ).all()
+    if not samples:
+        return 0
+    model = session.get(Model, request.model_id)
+    assert model is not None
+    root = Path(model.dataset.root)
+    known = set(
+        session.scalars(
+            select(Tombstone.sha256).where(Tombstone.sha256.in_({s.sha256 for s in samples}))
+        ).all()
+    )
+    for sample in samples:
+        (root / sample.rel_path).unlink(missing_ok=True)
+        sample.state = SampleState.DELETED
+        sample.deleted_at = now()
+        if sample.sha256 not in known:
+            session.add(Tombstone(sha256=sample.sha256, request_id=request.id))
+            known.add(sample.sha256)
+    return len(samples)
+
+
+def purge_superseded_checkpoints(
+    session: Session, version: ModelVersion, sample_ids: list[int]
+) -> int:
+    """Delete every older checkpoint of the model that was trained on an erased sample.
+
+    Older versions stay on record (manifests, metrics, reports) but their weights that still
+    encode the erased data are removed from the store.
+    """
+    keep = set(
+        session.scalars(select(Checkpoint.key).where(Checkpoint.version_id == version.id)).all()
+    )
+    older = session.scalars(
+        select(ModelVersion.id).where(
+            ModelVersion.model_id == version.model_id, ModelVersion.id != version.id
+        )
+    ).all()
+    purged = 0
+    doomed: set[str] = set()
+    for version_id in older:
+        placements = session.execute(
+            select(ManifestEntry.shard, ManifestEntry.slice).where(
+                ManifestEntry.version_id == version_id, ManifestEntry.sample_id.in_(sample_ids)
+            )
+        ).all()
+        earliest: dict[int, int] = {}
+        for shard, slice_ in placements:
+            earliest[shard] = min(earliest.get(shard, slice_), slice_)
+        for shard, first in earliest.items():
+            for checkpoint in session.scalars(
+                select(Checkpoint).where(
+                    Checkpoint.version_id == version_id,
+                    Checkpoint.shard == shard,
+                    Checkpoint.slice >= first,
+                    Checkpoint.purged.is_(False),
+                )
+            ).all():
+                checkpoint.purged = True
+                purged += 1
+                if checkpoint.key not in keep:
+                    doomed.add(checkpoint.key)
+    session.flush()
+    for key in doomed:
+        # Content keys are shared by identical trainings (another model on the same bytes,
+        # an import of the same file): a blob goes only when no live record still needs it.
+        still_used = session.scalar(
+            select(Checkpoint.id)
+            .where(Checkpoint.key == key, Checkpoint.purged.is_(False))
+            .limit(1)
+        )
+        if still_used is None:
+            store().delete(CHECKPOINTS, key)
+    return purged
+
+
+def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
+    """After the new version is ready: audit each request, erase the data, release the model."""
+    with session_scope() as session:
+        requests = list(
+            session.scalars(
+                select(DeletionRequest).where(
+                    DeletionRequest.result_version_id == version.id,
+                    DeletionRequest.status == RequestStatus.RUNNING,
+                )
+            ).all()
+        )
+        for request in requests:
+            request.status = RequestStatus.VERIFYING
+    for request in requests:
+        with session_scope() as session:
+            request = session.merge(request)
+            version = session.merge(version)
+            if audit is not None:
+                audit(session, request, version)
+    with session_scope() as session:
+        erased: list[int] = []
+        for request in requests:
+            request = session.merge(request)
+            erased.extend(
+                session.scalars(
+                    select(DeletionTarget.sample_id).where(DeletionTarget.request_id == request.id)
+                ).all()
+            )
+            count = erase_samples(session, request)
+            request.status = RequestStatus.COMPLETED
+            request.completed_at = now()
+            request.status_reason = f"forgotten in version {version.number}; {count} files erased"
+        version = session.merge(version)
+        purged = purge_superseded_checkpoints(session, version, sorted(set(erased)))
+        model = session.get(Model, version.model_id)
+        assert model is not None
+        purge_dataset_cache(get_settings(), model.dataset_id)
+        model.active_batch = None
+        log.info(
+            "model %s version %s: %s request(s) completed, %s old checkpoints purged",
+            model.id,
+            version.number,
+            len(requests),
+            purged,
+        )
+
+
+def fail_batch(version_id: int, reason: str) -> int | None:
+    """Mark a failed version's requests failed and free the model; returns the model id."""
+    with session_scope() as session:
+        version = session.get(ModelVersion, version_id)
+        if version is None:
+            return None
+        for request in session.scalars(
+            select(DeletionRequest).where(DeletionRequest.result_version_id == version_id)
+        ).all():
+            if request.status in (RequestStatus.RUNNING, RequestStatus.VERIFYING):
+                request.status = RequestStatus.FAILED
+                request.status_reason = reason
+        session.execute(update(Model).where(Model.id == version.model_id).values(active_batch=None))
+        return version.model_id

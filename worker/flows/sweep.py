@@ -1,0 +1,96 @@
+"""The periodic sweep: the database is the source of truth, so anything it says is pending
+but that no live task is working on gets sent again. Every step it re-sends is idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+
+from app.db.models import (
+    DeletionRequest,
+    Model,
+    ModelVersion,
+    RequestStatus,
+    ShardStatus,
+    VersionShard,
+    VersionStatus,
+)
+from app.db.session import session_scope
+from app.settings import get_settings
+from worker.flows.common import is_stale, log, now
+
+
+@dataclass
+class SweepActions:
+    train_shards: list[tuple[int, int]] = field(default_factory=list)
+    finalize_versions: list[int] = field(default_factory=list)
+    process_models: list[int] = field(default_factory=list)
+
+
+def find_stalled_work() -> SweepActions:
+    stale_after = get_settings().stale_task_after_s
+    actions = SweepActions()
+    with session_scope() as session:
+        building = session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.status.in_((VersionStatus.TRAINING, VersionStatus.EVALUATING))
+            )
+        ).all()
+        for version in building:
+            shards = session.scalars(
+                select(VersionShard).where(VersionShard.version_id == version.id)
+            ).all()
+            unfinished = [s for s in shards if s.status != ShardStatus.DONE]
+            if version.status == VersionStatus.EVALUATING:
+                if is_stale(version.started_at, stale_after) and all(
+                    is_stale(s.updated_at, stale_after) for s in shards
+                ):
+                    # A finalizer died mid-way: evaluation is re-runnable from scratch.
+                    version.status = VersionStatus.TRAINING
+                    actions.finalize_versions.append(version.id)
+                continue
+            if not unfinished:
+                actions.finalize_versions.append(version.id)
+            for state in unfinished:
+                if is_stale(state.updated_at, stale_after):
+                    # A running shard that stopped reporting has lost its worker: hand it back
+                    # as pending. The fresh timestamp limits re-sends to one per stale period.
+                    state.status = ShardStatus.PENDING
+                    state.updated_at = now()
+                    actions.train_shards.append((version.id, state.shard))
+        pending = session.execute(
+            select(
+                DeletionRequest.model_id, DeletionRequest.enqueued_at, DeletionRequest.created_at
+            )
+            .join(Model, Model.id == DeletionRequest.model_id)
+            .where(
+                DeletionRequest.status.in_((RequestStatus.RECEIVED, RequestStatus.QUEUED)),
+                Model.active_batch.is_(None),
+            )
+        ).all()
+        for model_id, enqueued_at, created_at in pending:
+            if (
+                is_stale(enqueued_at or created_at, stale_after)
+                and model_id not in actions.process_models
+            ):
+                actions.process_models.append(model_id)
+        stuck = session.scalars(select(Model).where(Model.active_batch.is_not(None))).all()
+        for model in stuck:
+            if is_stale(model.heartbeat_at, 4 * stale_after) and not any(
+                v.model_id == model.id for v in building
+            ):
+                # The batch died before its version was laid out: free the model.
+                log.warning("model %s: releasing a batch lock with no live work", model.id)
+                model.active_batch = None
+                session.execute(
+                    update(DeletionRequest)
+                    .where(
+                        DeletionRequest.model_id == model.id,
+                        DeletionRequest.status == RequestStatus.RUNNING,
+                        DeletionRequest.result_version_id.is_(None),
+                    )
+                    .values(status=RequestStatus.QUEUED)
+                )
+                actions.process_models.append(model.id)
+    return actions

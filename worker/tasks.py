@@ -1,0 +1,139 @@
+"""Celery tasks: thin wrappers that call the flows and chain the next step."""
+
+from __future__ import annotations
+
+import traceback
+
+from celery import group
+
+from worker.celery_app import (
+    TASK_FINALIZE_VERSION,
+    TASK_IMPORT_MODEL,
+    TASK_PROCESS_MODEL,
+    TASK_START_VERSION,
+    TASK_SWEEP,
+    TASK_TRAIN_SHARD,
+    TASK_UNLEARN_SHARD,
+    celery_app,
+)
+from worker.flows import deletion, training
+from worker.flows.common import log
+from worker.flows.sweep import find_stalled_work
+
+
+def _audit_hook() -> deletion.AuditHook | None:
+    from worker.audit_step import publish_report
+
+    return publish_report
+
+
+def _fail(version_id: int, exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    log.error("version %s failed: %s\n%s", version_id, reason, traceback.format_exc())
+    training.fail_version(version_id, reason)
+    model_id = deletion.fail_batch(version_id, reason)
+    if model_id is not None:
+        process_model.delay(model_id)
+
+
+def _shard_step(version_id: int):  # type: ignore[no-untyped-def]
+    """The task that builds one constituent of this version: training or unlearning."""
+    from app.db.models import ModelVersion
+    from app.db.session import session_scope
+    from worker.unlearning.base import Runner
+    from worker.unlearning.registry import get_method
+
+    with session_scope() as session:
+        version = session.get(ModelVersion, version_id)
+        assert version is not None
+        exact = version.method == "train" or get_method(version.method).runner == Runner.SISA
+    return train_shard if exact else unlearn_shard
+
+
+@celery_app.task(name=TASK_START_VERSION)
+def start_version(version_id: int) -> None:
+    """Train (or unlearn) every constituent that needs it, as a group so several workers
+    share them; the last one to finish triggers the finalization."""
+    from app.db.session import session_scope
+
+    with session_scope() as session:
+        shards = training.shards_to_train(session, version_id)
+    if shards:
+        step = _shard_step(version_id)
+        group(step.s(version_id, shard) for shard in shards).apply_async()
+    else:
+        finalize_version.delay(version_id)
+
+
+@celery_app.task(name=TASK_TRAIN_SHARD)
+def train_shard(version_id: int, shard: int) -> None:
+    try:
+        done = training.train_shard(version_id, shard)
+    except Exception as exc:
+        _fail(version_id, exc)
+        return
+    if done:
+        finalize_version.delay(version_id)
+
+
+@celery_app.task(name=TASK_UNLEARN_SHARD)
+def unlearn_shard(version_id: int, shard: int) -> None:
+    """Run an approximate unlearning method on one constituent."""
+    from worker.flows import class_forgetting
+
+    try:
+        done = class_forgetting.unlearn_shard(version_id, shard)
+    except Exception as exc:
+        _fail(version_id, exc)
+        return
+    if done:
+        finalize_version.delay(version_id)
+
+
+@celery_app.task(name=TASK_FINALIZE_VERSION)
+def finalize_version(version_id: int) -> None:
+    try:
+        version = training.finalize_version(version_id)
+        if version is None or version.reason != "deletion":
+            return
+        deletion.complete_batch(version, _audit_hook())
+    except Exception as exc:
+        _fail(version_id, exc)
+        return
+    process_model.delay(version.model_id)  # requests that arrived while this batch ran
+
+
+@celery_app.task(name=TASK_PROCESS_MODEL)
+def process_model(model_id: int) -> None:
+    version_id = deletion.start_batch(model_id)
+    if version_id is not None:
+        start_version(version_id)
+
+
+@celery_app.task(name=TASK_SWEEP)
+def sweep() -> dict[str, int]:
+    actions = find_stalled_work()
+    for version_id, shard in actions.train_shards:
+        _shard_step(version_id).delay(version_id, shard)
+    for version_id in actions.finalize_versions:
+        finalize_version.delay(version_id)
+    for model_id in actions.process_models:
+        process_model.delay(model_id)
+    return {
+        "train_shards": len(actions.train_shards),
+        "finalize_versions": len(actions.finalize_versions),
+        "process_models": len(actions.process_models),
+    }
+
+
+@celery_app.task(name=TASK_IMPORT_MODEL)
+def import_model(version_id: int) -> None:
+    """Validate, convert and evaluate the weights of a model registered by import."""
+    from worker.flows import class_forgetting
+
+    try:
+        class_forgetting.import_model(version_id)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("imported version %s failed: %s", version_id, reason)
+        training.fail_version(version_id, reason)

@@ -1,0 +1,237 @@
+"""Torch helpers shared by the unlearning methods.
+
+This module imports torch: method modules import it lazily, inside their run functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from worker.unlearning.base import ProgressFn
+
+
+def to_input(x: Tensor) -> Tensor:
+    """uint8 images ``[N, C, H, W]`` -> float model input in ``[-1, 1]``."""
+    return (x.float() / 255.0 - 0.5) / 0.5
+
+
+def seed_all(seed: int) -> torch.Generator:
+    """Seed torch's global RNG and return a CPU generator (for batch order and sampling)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def check_pair(images: Tensor, labels: Tensor, what: str) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(
+            f"{what} images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{what} labels must be 1-D with one label per image, got {tuple(labels.shape)} "
+            f"for {images.shape[0]} images"
+        )
+
+
+def require(images: Tensor, labels: Tensor, what: str, method: str) -> None:
+    """Validate an (images, labels) pair and refuse an empty one."""
+    check_pair(images, labels, what)
+    if images.shape[0] == 0:
+        raise ValueError(f"{method} needs at least one {what} image")
+
+
+def retained_classes(num_classes: int, forget_classes: Sequence[int]) -> list[int]:
+    forget = set(forget_classes)
+    return [c for c in range(num_classes) if c not in forget]
+
+
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True
+) -> list[Tensor]:
+    """Index batches over ``range(n)``; a trailing batch of one is merged into the previous one
+    (BatchNorm cannot train on a single sample)."""
+    if n <= 0:
+        return []
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    chunks = list(order.split(batch_size))
+    if len(chunks) > 1 and chunks[-1].numel() == 1:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    return chunks
+
+
+def cycle_indices(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Endless index batches over ``range(n)``, reshuffled every pass."""
+    if n <= 0:
+        raise ValueError("cannot cycle over an empty set")
+    while True:
+        yield from batch_indices(n, batch_size, generator)
+
+
+def load_batch(
+    images: Tensor, labels: Tensor, idx: Tensor, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    x = to_input(images[idx].to(device, non_blocking=True))
+    y = labels[idx].to(device, dtype=torch.long, non_blocking=True)
+    return x, y
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 256
+) -> Tensor:
+    """Predicted labels (CPU int64) in eval mode; the model's mode is restored."""
+    with eval_mode(model):
+        out = [
+            model(to_input(images[i : i + batch_size].to(device))).argmax(1).cpu()
+            for i in range(0, images.shape[0], batch_size)
+        ]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(
+    model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 256
+) -> float | None:
+    if images.shape[0] == 0:
+        return None
+    pred = predict(model, images, device, batch_size)
+    return float((pred == labels.cpu().long()).float().mean())
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def keep_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore the model's train/eval mode on exit."""
+    was_training = model.training
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def make_optimizer(
+    name: str,
+    params: Iterator[nn.Parameter] | list[nn.Parameter],
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def param_snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class Progress:
+    """Turns step counts into a few ``progress(fraction, phase)`` calls (about ``reports`` in all,
+    plus one at the start and one at the end)."""
+
+    def __init__(self, fn: ProgressFn, total_steps: int, reports: int = 20) -> None:
+        self._fn = fn
+        self._total = max(1, total_steps)
+        self._every = max(1, self._total // max(1, reports))
+        self._done = 0
+        self._last = -1.0
+
+    def _emit(self, fraction: float, phase: str) -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        self._last = fraction
+        self._fn(fraction, phase)
+
+    def start(self, phase: str) -> None:
+        self._emit(0.0, phase)
+
+    def advance(self, phase: str, steps: int = 1) -> None:
+        before = self._done // self._every
+        self._done = min(self._total, self._done + steps)
+        if self._done // self._every != before and self._done < self._total:
+            self._emit(self._done / self._total, phase)
+
+    def finish(self, phase: str = "done") -> None:
+        self._done = self._total
+        self._emit(1.0, phase)
+
+
+def train_supervised(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+    generator: torch.Generator,
+    progress: Progress,
+    phase: str,
+    penalty: Callable[[int], Tensor | None] | None = None,
+) -> dict[str, float | int | None]:
+    """Plain cross-entropy training (train mode). ``penalty(epoch)`` adds a regulariser to every
+    step's loss. Returns the step count and the last epoch's mean loss."""
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    steps = 0
+    last_loss = float("nan")
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for idx in batch_indices(images.shape[0], batch_size, generator):
+            x, y = load_batch(images, labels, idx, device)
+            loss = criterion(model(x), y)
+            if penalty is not None:
+                extra = penalty(epoch)
+                if extra is not None:
+                    loss = loss + extra
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += float(loss.detach()) * idx.numel()
+            count += idx.numel()
+            steps += 1
+            progress.advance(phase)
+        last_loss = total / max(1, count)
+    return {"steps": steps, "final_loss": finite_or_none(last_loss)}
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    if n <= 0:
+        return 0
+    k = math.ceil(n / batch_size)
+    if k > 1 and n % batch_size == 1:
+        k -= 1
+    return k

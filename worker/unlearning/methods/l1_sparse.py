@@ -1,0 +1,124 @@
+"""l1-sparse unlearning (Jia et al. 2023, "Model Sparsity Can Simplify Machine Unlearning"):
+fine-tune on the retain data with an l1 penalty ``gamma_t * ||theta||_1`` (all trainable
+parameters) whose weight decays linearly over the epochs, as in the paper's code:
+``gamma_t = gamma * (1 - t / (T - no_l1_epochs))`` for epoch ``t``, 0 for the last
+``no_l1_epochs`` epochs. The paper's runs use gamma = 1e-4, lr 0.01, 10 epochs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
+from worker.unlearning.registry import register
+
+if TYPE_CHECKING:
+    from worker.unlearning.base import UnlearningInputs
+
+
+class L1SparseConfig(MethodConfig):
+    epochs: int = Field(5, ge=1, le=1000, description="passes over the retain data")
+    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(128, ge=2, le=65536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    l1_weight: float = Field(
+        1e-4, ge=0, description="gamma: initial weight of the l1 norm of all trainable parameters"
+    )
+    decay: Literal["linear", "constant"] = Field(
+        "linear",
+        description="linear: gamma * (1 - epoch / (epochs - no_l1_epochs)); constant: gamma",
+    )
+    no_l1_epochs: int = Field(0, ge=0, description="final epochs trained without the penalty")
+
+    @model_validator(mode="after")
+    def _some_l1_epochs(self) -> L1SparseConfig:
+        if self.no_l1_epochs >= self.epochs:
+            raise ValueError("no_l1_epochs must be smaller than epochs")
+        return self
+
+
+def run(inputs: UnlearningInputs, config: L1SparseConfig) -> MethodResult:
+    import torch
+
+    from worker.unlearning import _ops
+
+    _ops.require(inputs.retain_images, inputs.retain_labels, "retain", "l1_sparse")
+    gen = _ops.seed_all(inputs.seed)
+    model = inputs.model
+    n = inputs.retain_images.shape[0]
+    total = config.epochs * _ops.steps_per_epoch(n, config.batch_size)
+    progress = _ops.Progress(inputs.progress, total)
+    progress.start("l1_sparse")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _ops.make_optimizer(
+        config.optimizer,
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+    l1_epochs = config.epochs - config.no_l1_epochs
+
+    def gamma(epoch: int) -> float:  # as in the paper's code (unlearn/FT.py)
+        if epoch >= l1_epochs:
+            return 0.0
+        if config.decay == "constant":
+            return config.l1_weight
+        return config.l1_weight * (1.0 - epoch / l1_epochs)
+
+    def penalty(epoch: int) -> torch.Tensor | None:
+        g = gamma(epoch)
+        if g == 0:
+            return None
+        return g * torch.stack([p.abs().sum() for p in params]).sum()
+
+    with _ops.keep_mode(model):
+        stats = _ops.train_supervised(
+            model,
+            inputs.retain_images,
+            inputs.retain_labels,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            optimizer=opt,
+            scheduler=_ops.cosine_schedule(opt, total),
+            device=inputs.device,
+            generator=gen,
+            progress=progress,
+            phase="l1_sparse",
+            penalty=penalty,
+        )
+    with torch.no_grad():
+        numel = sum(p.numel() for p in params)
+        near_zero = sum(int((p.abs() < 1e-3).sum()) for p in params)
+        l1 = float(sum(float(p.abs().sum()) for p in params))
+    progress.finish()
+    return MethodResult(
+        details={
+            **stats,
+            "final_l1_norm": _ops.finite_or_none(l1),
+            "fraction_weights_below_1e-3": near_zero / max(1, numel),
+            "retain_samples": n,
+        }
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="l1_sparse",
+        summary=(
+            "l1-sparse fine-tuning: fine-tune on the retain data with loss CE + gamma_t*||w||_1 "
+            "over all trainable parameters, gamma_t decaying linearly to 0. Not exact."
+        ),
+        paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023",
+        targets=frozenset({Target.CLASSES, Target.FILES}),
+        runner=Runner.MODEL,
+        exact=False,
+        config_model=L1SparseConfig,
+        run=run,
+        reads_forget_images=False,
+    )
+)

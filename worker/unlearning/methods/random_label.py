@@ -1,0 +1,129 @@
+"""Random labels (Golatkar et al. 2020; the "RL" baseline of Jia et al. 2023): relabel the
+forget samples with random *wrong* labels and train on them mixed with the retain data."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
+from worker.unlearning.registry import register
+
+if TYPE_CHECKING:
+    import torch
+
+    from worker.unlearning.base import UnlearningInputs
+
+
+class RandomLabelConfig(MethodConfig):
+    epochs: int = Field(3, ge=1, le=1000, description="passes over forget + retain data")
+    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(128, ge=2, le=65536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    relabel_each_epoch: bool = Field(
+        False, description="draw fresh random labels every epoch instead of once"
+    )
+
+
+def random_wrong_labels(
+    labels: torch.Tensor, num_classes: int, forget_classes: list[int], gen: torch.Generator
+) -> torch.Tensor:
+    """A uniformly drawn label != the true one for every sample, taken from the retained classes
+    (so a forgotten class is never relabelled as another forgotten class) when possible."""
+    import torch
+
+    n = labels.shape[0]
+    allowed = torch.ones(num_classes, dtype=torch.bool)
+    allowed[[c for c in forget_classes if 0 <= c < num_classes]] = False
+    if int(allowed.sum()) == 0:
+        allowed[:] = True
+    weights = allowed.repeat(n, 1)
+    weights[torch.arange(n), labels.long()] = False
+    # a sample whose only allowed class is its own: fall back to any other class
+    empty = ~weights.any(1)
+    if bool(empty.any()):
+        weights[empty] = True
+        weights[empty.nonzero().squeeze(1), labels.long()[empty]] = False
+    return torch.multinomial(weights.float(), 1, generator=gen).squeeze(1)
+
+
+def run(inputs: UnlearningInputs, config: RandomLabelConfig) -> MethodResult:
+    import torch
+
+    from worker.unlearning import _ops
+
+    _ops.require(inputs.forget_images, inputs.forget_labels, "forget", "random_label")
+    _ops.check_pair(inputs.retain_images, inputs.retain_labels, "retain")
+    if inputs.num_classes < 2:
+        raise ValueError("random_label needs at least two classes")
+    gen = _ops.seed_all(inputs.seed)
+    model = inputs.model
+    nf = inputs.forget_images.shape[0]
+    images = torch.cat([inputs.forget_images, inputs.retain_images])
+    retain_labels = inputs.retain_labels.long()
+    n = images.shape[0]
+    per_epoch = _ops.steps_per_epoch(n, config.batch_size)
+    total = config.epochs * per_epoch
+    progress = _ops.Progress(inputs.progress, total)
+    progress.start("random_label")
+    opt = _ops.make_optimizer(
+        config.optimizer,
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    sched = _ops.cosine_schedule(opt, total)
+    steps, final_loss = 0, None
+    with _ops.keep_mode(model):
+        rounds = config.epochs if config.relabel_each_epoch else 1
+        for _ in range(rounds):
+            wrong = random_wrong_labels(
+                inputs.forget_labels, inputs.num_classes, inputs.forget_classes, gen
+            )
+            labels = torch.cat([wrong, retain_labels])
+            stats = _ops.train_supervised(
+                model,
+                images,
+                labels,
+                epochs=1 if config.relabel_each_epoch else config.epochs,
+                batch_size=config.batch_size,
+                optimizer=opt,
+                scheduler=sched,
+                device=inputs.device,
+                generator=gen,
+                progress=progress,
+                phase="random_label",
+            )
+            steps += int(stats["steps"] or 0)
+            final_loss = stats["final_loss"]
+    progress.finish()
+    return MethodResult(
+        details={
+            "steps": steps,
+            "final_loss": final_loss,
+            "forget_samples": nf,
+            "retain_samples": n - nf,
+        }
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="random_label",
+        summary=(
+            "Relabel the forget samples with uniformly drawn wrong labels (from the retained "
+            "classes) and fine-tune on them mixed with the retain data. Not exact."
+        ),
+        paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020 (random labels)",
+        targets=frozenset({Target.CLASSES, Target.FILES}),
+        runner=Runner.MODEL,
+        exact=False,
+        config_model=RandomLabelConfig,
+        run=run,
+        reads_forget_images=True,
+    )
+)
