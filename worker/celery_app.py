@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import ctypes
+import ctypes.util
+import signal
+import sys
+from typing import Any
+
+from celery import Celery, signals
 from kombu import pools
 
 from app.settings import Settings, get_settings
@@ -11,6 +17,7 @@ TASK_START_VERSION = "forgetd.start_version"
 TASK_TRAIN_SHARD = "forgetd.train_shard"
 TASK_UNLEARN_SHARD = "forgetd.unlearn_shard"
 TASK_FINALIZE_VERSION = "forgetd.finalize_version"
+TASK_COMPLETE_BATCH = "forgetd.complete_batch"
 TASK_PROCESS_MODEL = "forgetd.process_model"
 TASK_SWEEP = "forgetd.sweep"
 TASK_IMPORT_MODEL = "forgetd.import_model"
@@ -55,6 +62,18 @@ def make_celery(settings: Settings) -> Celery:
     celery = Celery("forgetd", include=["worker.tasks"])
     configure(celery, settings)
     return celery
+
+
+@signals.beat_embedded_init.connect
+def _die_with_the_worker(**_: Any) -> None:
+    """`forgetd worker` runs the sweep scheduler as a child process. If the worker is killed
+    (SIGKILL, OOM) that child would live on as a second scheduler beside the next worker's,
+    so ask Linux to end it with its parent."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 celery_app = make_celery(get_settings())

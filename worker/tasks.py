@@ -7,6 +7,7 @@ import traceback
 from celery import group
 
 from worker.celery_app import (
+    TASK_COMPLETE_BATCH,
     TASK_FINALIZE_VERSION,
     TASK_IMPORT_MODEL,
     TASK_PROCESS_MODEL,
@@ -90,17 +91,45 @@ def unlearn_shard(version_id: int, shard: int) -> None:
         finalize_version.delay(version_id)
 
 
+def _fail_completion(version_id: int, exc: BaseException) -> None:
+    """The version is already current: keep it, fail only its requests (their files stay
+    until a new request erases them) and free the model."""
+    reason = (
+        f"the new version was made but its audit or erasure failed: {type(exc).__name__}: {exc}"
+    )
+    log.error("version %s: %s\n%s", version_id, reason, traceback.format_exc())
+    model_id = deletion.fail_batch(version_id, reason)
+    if model_id is not None:
+        process_model.delay(model_id)
+
+
 @celery_app.task(name=TASK_FINALIZE_VERSION)
 def finalize_version(version_id: int) -> None:
     try:
         version = training.finalize_version(version_id)
-        if version is None or version.reason != "deletion":
-            return
-        deletion.complete_batch(version, _audit_hook())
     except Exception as exc:
         _fail(version_id, exc)
         return
+    if version is None or version.reason != "deletion":
+        return
+    try:
+        deletion.complete_batch(version, _audit_hook())
+    except Exception as exc:
+        _fail_completion(version_id, exc)
+        return
     process_model.delay(version.model_id)  # requests that arrived while this batch ran
+
+
+@celery_app.task(name=TASK_COMPLETE_BATCH)
+def complete_batch(version_id: int) -> None:
+    """Resume the audit and erasure of a ready version whose worker died before finishing."""
+    try:
+        model_id = deletion.resume_completion(version_id, _audit_hook())
+    except Exception as exc:
+        _fail_completion(version_id, exc)
+        return
+    if model_id is not None:
+        process_model.delay(model_id)
 
 
 @celery_app.task(name=TASK_PROCESS_MODEL)
@@ -117,11 +146,14 @@ def sweep() -> dict[str, int]:
         _shard_step(version_id).delay(version_id, shard)
     for version_id in actions.finalize_versions:
         finalize_version.delay(version_id)
+    for version_id in actions.complete_versions:
+        complete_batch.delay(version_id)
     for model_id in actions.process_models:
         process_model.delay(model_id)
     return {
         "train_shards": len(actions.train_shards),
         "finalize_versions": len(actions.finalize_versions),
+        "complete_versions": len(actions.complete_versions),
         "process_models": len(actions.process_models),
     }
 

@@ -29,6 +29,19 @@ def _train(client: httpx.Client, deployed: Deployment, root: Path, **overrides: 
     return model
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _pick_files(engine, model_id: int, slices: set[int]) -> dict[int, tuple[str, int]]:  # type: ignore[no-untyped-def]
     """One training file per shard, from a slice in `slices`: shard -> (rel_path, slice)."""
     with Session(engine) as session:
@@ -176,18 +189,32 @@ def test_a_killed_worker_loses_no_request(
         deployment(tmp_path / "home", env=env) as deployed,
         httpx.Client(base_url=deployed.base_url, timeout=30) as client,
     ):
-        model = _train(client, deployed, root, epochs_per_slice=6, slices=3)
+        # Long enough a retrain (a slice-0 file: all three slices, 30 epochs each) that the
+        # kill lands while the shard is training, as the progress it reports shows.
+        model = _train(client, deployed, root, epochs_per_slice=30, slices=3)
         rel_path, _ = next(iter(_pick_files(engine, model["id"], {0}).values()))
         request = client.post(
             "/v1/deletion-requests", json={"model": model["id"], "filenames": [rel_path]}
         ).json()
+        url = f"/v1/deletion-requests/{request['id']}"
         deadline = time.monotonic() + 120
-        while client.get(f"/v1/deletion-requests/{request['id']}").json()["status"] != "running":
-            assert time.monotonic() < deadline, "the request never started"
-            time.sleep(0.1)
-        time.sleep(1.0)
+        while not any(
+            shard["status"] == "running" and shard["slice"] is not None
+            for shard in client.get(url).json()["progress"].get("shards", [])
+        ):
+            assert time.monotonic() < deadline, "the retrain never started"
+            time.sleep(0.05)
+        scheduler = _children(deployed.processes["worker"].pid)
+        assert scheduler, "the worker runs the sweep scheduler as a child process"
         deployed.kill("worker")
-        assert client.get(f"/v1/deletion-requests/{request['id']}").json()["status"] == "running"
+        # The orphaned scheduler must end with its worker, or it would run beside the next one.
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in scheduler):
+            assert time.monotonic() < deadline, "the killed worker's scheduler lived on"
+            time.sleep(0.1)
+        stalled = client.get(url).json()
+        assert stalled["status"] == "running", stalled
+        assert stalled["progress"]["percent"] < 100, stalled
         deployed.start_worker("worker")
         done = deployed.wait_until(
             client, f"/v1/deletion-requests/{request['id']}", TERMINAL, timeout_s=300

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from sqlalchemy import select
 
@@ -163,3 +164,85 @@ def _blob(key: str):  # type: ignore[no-untyped-def]
     import io
 
     return io.BytesIO(store().get(CHECKPOINTS, key))
+
+
+class _WorkerKilled(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler in the task sees it."""
+
+
+def _victim(service, dataset_id: int, model_id: int) -> str:  # type: ignore[no-untyped-def]
+    manifest = _manifest(model_id, 1)
+    with session_scope() as session:
+        rows = session.execute(
+            select(Sample.id, Sample.rel_path).where(
+                Sample.dataset_id == dataset_id, Sample.split == "train"
+            )
+        ).all()
+    return next(path for sid, path in rows if sid in manifest)
+
+
+def test_a_worker_killed_while_auditing_is_resumed_by_the_sweep(
+    sqlite_service, tiny_dataset: Path, monkeypatch
+) -> None:
+    """The new version is current but the worker died mid-audit: the sweep finishes the batch
+    (report, erasure, lock) instead of leaving the request stuck in `verifying`."""
+    from app.db.models import Model
+    from worker import tasks
+
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"])
+    victim = _victim(service, dataset["id"], model["id"])
+
+    def killed(*_: object) -> None:
+        raise _WorkerKilled
+
+    monkeypatch.setattr(tasks, "_audit_hook", lambda: killed)
+    request = service.submit({"model": model["id"], "filenames": [victim]})
+    with pytest.raises(_WorkerKilled):
+        service.run_worker(model["id"])
+    stuck = service.client.get(f"/v1/deletion-requests/{request['id']}").json()
+    assert stuck["status"] == "verifying", stuck
+    assert (tiny_dataset / victim).exists()
+
+    monkeypatch.undo()
+    assert tasks.sweep()["complete_versions"] == 0  # the batch is still fresh: maybe alive
+    with session_scope() as session:
+        session.get(Model, model["id"]).heartbeat_at = None  # type: ignore[union-attr]
+    assert tasks.sweep()["complete_versions"] == 1
+
+    done = service.client.get(f"/v1/deletion-requests/{request['id']}").json()
+    assert done["status"] == "completed", done
+    assert done["result_version"] == 2
+    assert not (tiny_dataset / victim).exists()
+    assert service.client.get(f"/v1/deletion-requests/{request['id']}/report").status_code == 200
+    with session_scope() as session:
+        assert session.get(Model, model["id"]).active_batch is None  # type: ignore[union-attr]
+
+
+def test_a_failed_audit_fails_the_request_but_keeps_the_new_version(
+    sqlite_service, tiny_dataset: Path, monkeypatch
+) -> None:
+    from worker import tasks
+
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"])
+    victim = _victim(service, dataset["id"], model["id"])
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("attack features were all NaN")
+
+    monkeypatch.setattr(tasks, "_audit_hook", lambda: broken)
+    request = service.forget({"model": model["id"], "filenames": [victim]})
+    assert request["status"] == "failed", request
+    assert "audit or erasure failed" in request["status_reason"]
+    after = service.client.get(f"/v1/models/{model['id']}").json()
+    assert after["status"] == "ready", after
+    assert after["current_version"] == 2, after
+    # Not erased without a report: the file stays, and a new request may still name it.
+    assert (tiny_dataset / victim).exists()
+    retry = service.client.post(
+        "/v1/deletion-requests", json={"model": model["id"], "filenames": [victim]}
+    )
+    assert retry.status_code == 202, retry.text

@@ -21,12 +21,13 @@ from app.db.models import (
     Sample,
     SampleState,
     Tombstone,
+    VersionStatus,
 )
 from app.db.session import session_scope
 from app.services.versions import create_child_version
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS
-from worker.flows.common import log, now, store
+from worker.flows.common import log, now, store, touch_model
 from worker.samples import purge_dataset_cache
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
@@ -248,7 +249,8 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             session.scalars(
                 select(DeletionRequest).where(
                     DeletionRequest.result_version_id == version.id,
-                    DeletionRequest.status == RequestStatus.RUNNING,
+                    # VERIFYING too: a completion cut off mid-audit is resumed by the sweep.
+                    DeletionRequest.status.in_((RequestStatus.RUNNING, RequestStatus.VERIFYING)),
                 )
             ).all()
         )
@@ -256,6 +258,7 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             request.status = RequestStatus.VERIFYING
     for request in requests:
         with session_scope() as session:
+            touch_model(session, version.model_id)  # an audit is live work, not a stalled batch
             request = session.merge(request)
             version = session.merge(version)
             if audit is not None:
@@ -286,6 +289,20 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             len(requests),
             purged,
         )
+
+
+def resume_completion(version_id: int, audit: AuditHook | None) -> int | None:
+    """Finish the batch of a version that is ready but whose requests were left unfinished.
+
+    Returns the model id when there was such a version, None otherwise.
+    """
+    with session_scope() as session:
+        version = session.get(ModelVersion, version_id)
+        if version is None or version.status != VersionStatus.READY:
+            return None
+        session.expunge(version)
+    complete_batch(version, audit)
+    return version.model_id
 
 
 def fail_batch(version_id: int, reason: str) -> int | None:

@@ -25,6 +25,7 @@ from worker.flows.common import is_stale, log, now
 class SweepActions:
     train_shards: list[tuple[int, int]] = field(default_factory=list)
     finalize_versions: list[int] = field(default_factory=list)
+    complete_versions: list[int] = field(default_factory=list)
     process_models: list[int] = field(default_factory=list)
 
 
@@ -77,9 +78,28 @@ def find_stalled_work() -> SweepActions:
                 actions.process_models.append(model_id)
         stuck = session.scalars(select(Model).where(Model.active_batch.is_not(None))).all()
         for model in stuck:
-            if is_stale(model.heartbeat_at, 4 * stale_after) and not any(
+            if not is_stale(model.heartbeat_at, 4 * stale_after) or any(
                 v.model_id == model.id for v in building
             ):
+                continue
+            unfinished_version = session.scalar(
+                select(DeletionRequest.result_version_id)
+                .join(ModelVersion, ModelVersion.id == DeletionRequest.result_version_id)
+                .where(
+                    DeletionRequest.model_id == model.id,
+                    DeletionRequest.status.in_((RequestStatus.RUNNING, RequestStatus.VERIFYING)),
+                    ModelVersion.status == VersionStatus.READY,
+                )
+                .limit(1)
+            )
+            if unfinished_version is not None:
+                # The new version was made but its worker died while auditing or erasing:
+                # finish that batch (every step of it is re-runnable). The fresh heartbeat
+                # limits re-sends to one per stale period.
+                log.warning("model %s: resuming the completion of a finished retrain", model.id)
+                model.heartbeat_at = now()
+                actions.complete_versions.append(unfinished_version)
+            else:
                 # The batch died before its version was laid out: free the model.
                 log.warning("model %s: releasing a batch lock with no live work", model.id)
                 model.active_batch = None
