@@ -199,9 +199,19 @@ def final_state_dict(model_id: int) -> dict[str, Any]:
 
 
 def train_base(scenario: Scenario, data: Path, home: Path, quiet_s: float) -> dict[str, Any]:
-    """Train the base model once and save its weights for every method to start from."""
+    """Train the base model once and save its weights for every method to start from.
+
+    A base trained earlier for the same recipe is reused (its record names the recipe), so a
+    rerun of some methods starts from the very same weights.
+    """
     import torch
 
+    recipe = {k: v for k, v in asdict(scenario).items() if k != "variants"}
+    record_path = home.parent / f"{scenario.dataset}-base.json"
+    if record_path.is_file():
+        cached = json.loads(record_path.read_text())
+        if cached.get("recipe") == recipe and Path(cached["state_dict"]).is_file():
+            return {k: v for k, v in cached.items() if k != "recipe"}
     with in_process_service(home) as service:
         dataset = service.register_dataset(data, name=f"{scenario.dataset}-base")
         record: dict[str, Any] = {"waited_for_quiet_s": wait_quiet(quiet_s)}
@@ -209,13 +219,15 @@ def train_base(scenario: Scenario, data: Path, home: Path, quiet_s: float) -> di
             model, took = service.train_model(model_spec(scenario, "base", dataset["id"]))
         path = home.parent / f"{scenario.dataset}-base.pt"
         torch.save(final_state_dict(model["id"]), path)
-    return {
+    base = {
         **record,
         "train_seconds": took,
         "state_dict": str(path),
         "classes": dataset["classes"],
         "test": model["metrics"]["test"],
     }
+    record_path.write_text(json.dumps({**base, "recipe": recipe}, indent=2))
+    return base
 
 
 def import_base(service: Service, scenario: Scenario, base: dict[str, Any], name: str) -> dict:
