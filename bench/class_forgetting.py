@@ -22,15 +22,20 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import PROJECT_ROOT, Service, in_process_service, subset, write_result
+from bench.harness import (
+    PROJECT_ROOT,
+    Service,
+    contention,
+    in_process_service,
+    subset,
+    wait_quiet,
+    write_result,
+)
 
 WORK = PROJECT_ROOT / ".cache" / "bench" / "class_forgetting"
 
@@ -80,44 +85,7 @@ QUICK = [
 ]
 
 
-# --- machine contention (other sessions share these two cores) ----------------------------------
-
-
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy ticks of the whole machine, ticks of this process), or None off Linux."""
-    try:
-        with open("/proc/stat") as handle:
-            values = [int(v) for v in handle.readline().split()[1:9]]
-        with open("/proc/self/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return sum(values) - values[3] - values[4], int(fields[11]) + int(fields[12])
-
-
-@contextmanager
-def contention(record: dict[str, Any]) -> Iterator[None]:
-    """Store in `record` the share of all cores that other processes used meanwhile."""
-    before, began = _cpu_ticks(), time.perf_counter()
-    yield
-    after, wall = _cpu_ticks(), time.perf_counter() - began
-    if before is None or after is None or wall <= 0:
-        return
-    capacity = wall * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
-    busy, own = after[0] - before[0], after[1] - before[1]
-    record["foreign_cpu"] = round(max(0, busy - own) / capacity, 3)
-
-
-def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> float:
-    """Wait up to `max_wait_s` until other processes use under `threshold` of the cores."""
-    began = time.perf_counter()
-    while time.perf_counter() - began < max_wait_s:
-        probe: dict[str, Any] = {}
-        with contention(probe):
-            time.sleep(2.0)
-        if probe.get("foreign_cpu", 0.0) < threshold:
-            break
-    return round(time.perf_counter() - began, 1)
+# --- build timing ------------------------------------------------------------------------------
 
 
 class BuildClock:

@@ -185,3 +185,63 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
     return path
+
+
+# --- machine contention (other jobs may share the cores) ---------------------------------------
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy CPU ticks of the whole machine, CPU ticks of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:9]]
+        with open("/proc/self/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    busy = sum(values) - values[3] - values[4]  # all but idle and iowait
+    return busy, int(fields[11]) + int(fields[12])  # this process's utime + stime, all threads
+
+
+@contextmanager
+def contention(record: dict[str, Any]) -> Iterator[None]:
+    """Record how much of the machine other processes used while a step ran.
+
+    Other sessions run tests and workers on the same two cores; torch's threads then wait on
+    each other and timings swing by several times. `foreign_cpu` (0..1, a share of all cores)
+    lets a reader discount a measurement taken under load instead of trusting it blindly.
+    """
+    before, began = cpu_ticks(), time.perf_counter()
+    yield
+    after, wall = cpu_ticks(), time.perf_counter() - began
+    if before is None or after is None or wall <= 0:
+        return
+    capacity = wall * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+    busy, own = after[0] - before[0], after[1] - before[1]
+    # CPU seconds of this process: less swayed by other jobs than wall time, though not
+    # immune (torch's threads spin while they wait for each other).
+    record["cpu_s"] = round(own / os.sysconf("SC_CLK_TCK"), 2)
+    record["own_cpu"] = round(own / capacity, 3)
+    record["foreign_cpu"] = round(max(0, busy - own) / capacity, 3)
+
+
+def foreign_share(window_s: float = 2.0) -> float | None:
+    """Share of all cores that other processes use now (this one sleeps meanwhile)."""
+    record: dict[str, Any] = {}
+    with contention(record):
+        time.sleep(window_s)
+    return record.get("foreign_cpu")
+
+
+def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> float:
+    """Wait up to `max_wait_s` for other processes to leave the cores; returns the wait.
+
+    On a shared machine this keeps the measured steps out of other jobs' busy spells; each
+    step still records its own `foreign_cpu`, so a step that ran under load stays visible.
+    """
+    began = time.perf_counter()
+    while time.perf_counter() - began < max_wait_s:
+        share = foreign_share()
+        if share is None or share < threshold:
+            break
+    return round(time.perf_counter() - began, 1)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import random
 import statistics
 import time
@@ -38,7 +37,15 @@ from typing import Any
 
 import torch
 
-from bench.harness import PROJECT_ROOT, Service, in_process_service, subset, write_result
+from bench.harness import (
+    PROJECT_ROOT,
+    Service,
+    contention,
+    in_process_service,
+    subset,
+    wait_quiet,
+    write_result,
+)
 
 WORK = PROJECT_ROOT / ".cache" / "bench" / "sisa_deletion"
 SHARDS = 5
@@ -123,63 +130,6 @@ def instrument() -> PhaseClock:
     clock.wrap(deletion, "purge_superseded_checkpoints", "purge_checkpoints")
     clock.wrap(deletion, "purge_dataset_cache", "purge_cache")
     return clock
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy CPU ticks of the whole machine, CPU ticks of this process), or None off Linux."""
-    try:
-        with open("/proc/stat") as handle:
-            values = [int(v) for v in handle.readline().split()[1:9]]
-        with open("/proc/self/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    busy = sum(values) - values[3] - values[4]  # all but idle and iowait
-    return busy, int(fields[11]) + int(fields[12])  # this process's utime + stime, all threads
-
-
-@contextmanager
-def contention(record: dict[str, Any]) -> Iterator[None]:
-    """Record how much of the machine other processes used while a step ran.
-
-    Other sessions run tests and workers on the same two cores; torch's threads then wait on
-    each other and timings swing by several times. `foreign_cpu` (0..1, a share of all cores)
-    lets a reader discount a measurement taken under load instead of trusting it blindly.
-    """
-    before, began = cpu_ticks(), time.perf_counter()
-    yield
-    after, wall = cpu_ticks(), time.perf_counter() - began
-    if before is None or after is None or wall <= 0:
-        return
-    capacity = wall * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
-    busy, own = after[0] - before[0], after[1] - before[1]
-    # CPU seconds of this process: less swayed by other jobs than wall time, though not
-    # immune (torch's threads spin while they wait for each other).
-    record["cpu_s"] = round(own / os.sysconf("SC_CLK_TCK"), 2)
-    record["own_cpu"] = round(own / capacity, 3)
-    record["foreign_cpu"] = round(max(0, busy - own) / capacity, 3)
-
-
-def foreign_share(window_s: float = 2.0) -> float | None:
-    """Share of all cores that other processes use now (this one sleeps meanwhile)."""
-    record: dict[str, Any] = {}
-    with contention(record):
-        time.sleep(window_s)
-    return record.get("foreign_cpu")
-
-
-def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> float:
-    """Wait up to `max_wait_s` for other processes to leave the cores; returns the wait.
-
-    On a shared machine this keeps the measured steps out of other jobs' busy spells; each
-    step still records its own `foreign_cpu`, so a step that ran under load stays visible.
-    """
-    began = time.perf_counter()
-    while time.perf_counter() - began < max_wait_s:
-        share = foreign_share()
-        if share is None or share < threshold:
-            break
-    return time.perf_counter() - began
 
 
 @contextmanager
@@ -446,14 +396,19 @@ def predicted_speedup(k: int) -> float:
     return predicted_sisa_speedup(SHARDS, SLICES, k)
 
 
-def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
-    data = subset(
+def bench_data(scale: Scale, seed: int) -> Path:
+    """The seeded CIFAR-10 subset, a private copy the service may erase files from."""
+    return subset(
         "cifar10",
         WORK / "data",
         train_per_class=scale.train_per_class,
         test_per_class=scale.test_per_class,
         seed=seed,
     )
+
+
+def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
+    data = bench_data(scale, seed)
     # Decoded now, before the service erases the files it forgets from this copy.
     train_images, train_labels = decode_split(data, "train")
     test_images, test_labels = decode_split(data, "test")
@@ -547,14 +502,7 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
 
 def run_throughput(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
     """Only item 2, alternated slice by slice (a few minutes instead of the full run)."""
-    data = subset(
-        "cifar10",
-        WORK / "data",
-        train_per_class=scale.train_per_class,
-        test_per_class=scale.test_per_class,
-        seed=seed,
-    )
-    train_images, train_labels = decode_split(data, "train")
+    train_images, train_labels = decode_split(bench_data(scale, seed), "train")
     warm_up()
     waited = wait_quiet(quiet_s)
     result = interleaved_throughput(
