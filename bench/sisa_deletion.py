@@ -500,6 +500,22 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
     return summarise(scale, seed, n_train, len(test_labels), training, deletions, mono, plain)
 
 
+def parameters(scale: Scale, seed: int, **extra: Any) -> dict[str, Any]:
+    """The recorded set-up of a run: what every result file of this benchmark names."""
+    return {
+        "dataset": "cifar10",
+        "train_per_class": scale.train_per_class,
+        "shards": SHARDS,
+        "slices": SLICES,
+        "epochs_per_slice": scale.epochs_per_slice,
+        "architecture": "small_cnn",
+        "image_size": IMAGE_SIZE,
+        "recipe": RECIPE,
+        "seed": seed,
+        **extra,
+    }
+
+
 def run_throughput(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
     """Only item 2, alternated slice by slice (a few minutes instead of the full run)."""
     train_images, train_labels = decode_split(bench_data(scale, seed), "train")
@@ -512,19 +528,9 @@ def run_throughput(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
         num_classes=int(train_labels.max()) + 1,
     )
     return {
-        "parameters": {
-            "dataset": "cifar10",
-            "train_per_class": scale.train_per_class,
-            "n_train": int(train_images.shape[0]),
-            "shards": SHARDS,
-            "slices": SLICES,
-            "epochs_per_slice": scale.epochs_per_slice,
-            "architecture": "small_cnn",
-            "image_size": IMAGE_SIZE,
-            "recipe": RECIPE,
-            "seed": seed,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "parameters": parameters(
+            scale, seed, n_train=int(train_images.shape[0]), torch_threads=torch.get_num_threads()
+        ),
         "targets": {"throughput_ratio_min": 0.9},
         "waited_for_quiet_s": round(waited, 1),
         "interleaved": result,
@@ -610,21 +616,14 @@ def summarise(
         "sisa_foreign_cpu": training.get("foreign_cpu"),
     }
     return {
-        "parameters": {
-            "dataset": "cifar10",
-            "train_per_class": scale.train_per_class,
-            "test_per_class": scale.test_per_class,
-            "n_train": n_train,
-            "n_test": n_test,
-            "shards": SHARDS,
-            "slices": SLICES,
-            "epochs_per_slice": scale.epochs_per_slice,
-            "architecture": "small_cnn",
-            "image_size": IMAGE_SIZE,
-            "recipe": RECIPE,
-            "seed": seed,
-            "device": "cpu",
-        },
+        "parameters": parameters(
+            scale,
+            seed,
+            n_train=n_train,
+            test_per_class=scale.test_per_class,
+            n_test=n_test,
+            device="cpu",
+        ),
         "targets": {
             "deletion_ratio_min": 0.8,
             "throughput_ratio_min": 0.9,

@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 
 class UnsirConfig(MethodConfig):
     """Defaults: the paper's schedule (one impair epoch at twice the repair learning rate, one
-    repair epoch) with step sizes and sizes for the small CNNs this service trains on a CPU,
-    picked by ``python -m bench.unsir_sweep`` (the paper's own values, for a ResNet-18 on a
-    GPU, are impair_lr 0.02, repair_lr 0.01 and larger noise and retain sets; they cost these
-    small models 14-25 points of retained accuracy, see the README's class-forgetting table)."""
+    repair epoch) sized for the small CNNs this service trains on a CPU. The learning rates come
+    from ``python -m bench.unsir_sweep``; the noise batch and retain subset were then doubled
+    because with the smaller ones a small dataset could lose most of a retained class
+    (``python -m bench.unsir_robustness``). The paper's own values, for a ResNet-18 on a GPU
+    (impair_lr 0.02, repair_lr 0.01, larger noise and retain sets), cost these small models
+    15-25 points of retained accuracy (README, class-forgetting table)."""
 
     noise_batch_size: int = Field(128, ge=1, le=65536, description="noise samples per class")
     noise_epochs: int = Field(3, ge=1, le=1000)
