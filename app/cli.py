@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -54,12 +55,15 @@ def worker(
     """Run one worker process (one per GPU): solo pool, prefetch 1, late acks."""
     _prepare(False)
     settings = _settings_or_exit()
-    from worker.celery_app import celery_app
-
-    argv = ["worker", "--pool=solo", "--concurrency=1", f"--loglevel={loglevel}", "-Q", queues]
+    # The worker is its own program (torch, the flows): the CLI starts it by module name and
+    # never imports it, so the API side stays free of worker code.
+    argv = [sys.executable, "-m", "celery", "--app", "worker.celery_app:celery_app", "worker"]
+    argv += ["--pool=solo", "--concurrency=1", f"--loglevel={loglevel}", "-Q", queues]
     if beat:
         argv += ["--beat", "--schedule", str(settings.home / "celerybeat-schedule")]
-    celery_app.worker_main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 @cli.command()

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.core.broker import celery_app
+from app.core.tasks import TASK_PROCESS_MODEL, TASK_START_VERSION
 from app.db.models import DeletionRequest, RequestStatus
-from worker.celery_app import TASK_PROCESS_MODEL, TASK_START_VERSION, celery_app
 
 log = logging.getLogger(__name__)
 

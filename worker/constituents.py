@@ -24,12 +24,12 @@ def derived_seed(*parts: int) -> int:
 
 def fresh_constituent(model: Model, shard: int) -> torch.nn.Module:
     """A constituent's initial weights: seeded by (model seed, shard), so a retrain is repeatable."""
-    seed_everything(derived_seed(model.config["seed"], shard))
+    seed_everything(derived_seed(model.recipe.seed, shard))
     return build_model(
         model.architecture,
         num_classes=len(model.dataset.classes),
         in_channels=model.dataset.channels,
-        image_size=model.config["image_size"],
+        image_size=model.recipe.image_size,
     )
 
 
@@ -48,7 +48,7 @@ def load_constituents(
 ) -> list[torch.nn.Module]:
     """Every constituent of a version, in shard order, in eval mode on `device`."""
     constituents = []
-    for checkpoint in final_checkpoints(session, version, model.config["slices"]):
+    for checkpoint in final_checkpoints(session, version, model.recipe.slices):
         net = fresh_constituent(model, checkpoint.shard)
         load_checkpoint(store.get(CHECKPOINTS, checkpoint.key), net, None, map_location="cpu")
         constituents.append(net.to(device).eval())

@@ -6,7 +6,7 @@ import traceback
 
 from celery import group
 
-from worker.celery_app import (
+from app.core.tasks import (
     TASK_COMPLETE_BATCH,
     TASK_FINALIZE_VERSION,
     TASK_IMPORT_MODEL,
@@ -15,8 +15,8 @@ from worker.celery_app import (
     TASK_SWEEP,
     TASK_TRAIN_SHARD,
     TASK_UNLEARN_SHARD,
-    celery_app,
 )
+from worker.celery_app import celery_app
 from worker.flows import deletion, training
 from worker.flows.common import log
 from worker.flows.sweep import find_stalled_work

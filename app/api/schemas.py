@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.recipe import (
+    Aggregation,
+    BatchSize,
+    EpochsPerSlice,
+    ImageSize,
+    LearningRate,
+    ModelRecipe,
+    Momentum,
+    Seed,
+    Shards,
+    Slices,
+    TrainingRecipe,
+    WeightDecay,
+)
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name
     root: str = Field(min_length=1, description="Absolute server-side ImageFolder path")
 
 
@@ -23,21 +40,55 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
-class ModelCreate(BaseModel):
+class RecipeFields(BaseModel):
+    """The flat recipe fields of ``POST /v1/models`` and of the import (one definition)."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    epochs_per_slice: EpochsPerSlice = 2
+    image_size: ImageSize = 32
+    seed: Seed = 0
+    lr: LearningRate = 0.05
+    momentum: Momentum = 0.9
+    weight_decay: WeightDecay = 5e-4
+    batch_size: BatchSize = 64
+
+    def training(self) -> TrainingRecipe:
+        return TrainingRecipe(
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+        )
+
+    def recipe(self) -> ModelRecipe:
+        return ModelRecipe(
+            epochs_per_slice=self.epochs_per_slice,
+            image_size=self.image_size,
+            seed=self.seed,
+            recipe=self.training(),
+        )
+
+
+class ModelCreate(RecipeFields):
+    name: Name
     dataset: int | str
     architecture: str = "small_cnn"
-    shards: int = Field(5, ge=1, le=64)
-    slices: int = Field(4, ge=1, le=32)
-    epochs_per_slice: int = Field(2, ge=1, le=200)
-    image_size: int = Field(32, ge=8, le=256)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    aggregation: Literal["vote", "mean_softmax"] = "mean_softmax"
-    lr: float = Field(0.05, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    batch_size: int = Field(64, ge=1, le=4096)
+    shards: Shards = 5
+    slices: Slices = 4
+    aggregation: Aggregation = "mean_softmax"
+
+    def recipe(self) -> ModelRecipe:
+        return (
+            super()
+            .recipe()
+            .model_copy(
+                update={
+                    "shards": self.shards,
+                    "slices": self.slices,
+                    "aggregation": self.aggregation,
+                }
+            )
+        )
 
 
 class ModelOut(BaseModel):
@@ -90,3 +141,25 @@ class DeletionPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class ModelImport(RecipeFields):
+    """``POST /v1/models/import``: a model trained elsewhere. The recipe fields are used only if
+    an exact method (sisa, retrain) later retrains the model."""
+
+    name: Name
+    dataset: int | str = Field(description="the dataset the model was trained on (id or name)")
+    architecture: str = Field(
+        "small_cnn", description="a registered architecture the state_dict fits (GET /docs)"
+    )
+    class_names: list[str] = Field(
+        min_length=1,
+        description="the class of each model output, in output order; the same set as the "
+        "dataset's classes (the worker reorders the output layer when the order differs)",
+    )
+    state_dict_path: str = Field(
+        min_length=1,
+        description="absolute server-side path of a torch state_dict (.pt) saved with "
+        "torch.save(model.state_dict()); loaded with weights_only=True. Inputs are expected "
+        "normalised as (x/255 - 0.5)/0.5, like the service's own models.",
+    )

@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from app.core.recipe import ModelRecipe, parse_recipe
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -118,7 +120,7 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     architecture: Mapped[str] = mapped_column(String(64))
-    # shards, slices, epochs_per_slice, image_size, seed, aggregation, recipe.
+    # ModelRecipe.to_config(); read it through `recipe`.
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=ModelStatus.TRAINING)
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -135,6 +137,11 @@ class Model(Base):
     )
 
     dataset: Mapped[Dataset] = relationship()
+
+    @property
+    def recipe(self) -> ModelRecipe:
+        """The typed view of ``config``."""
+        return parse_recipe(self.config)
 
 
 class ModelVersion(Base):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core.methods import Target, get_method, validate_config
 from app.db.models import (
     OPEN_REQUEST_STATES,
     DeletionRequest,
@@ -28,8 +29,6 @@ from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.models import get_model
 from app.services.versions import load_placements
 from app.sisa.planner import plan_deletion
-from worker.unlearning.base import Target
-from worker.unlearning.registry import get_method, validate_config
 
 MAX_FILENAMES = 10_000
 
@@ -194,8 +193,8 @@ def create_deletion_request(
     plan = plan_deletion(
         load_placements(session, version.id),
         [s.id for s in samples],
-        shards=model.config["shards"],
-        slices=model.config["slices"],
+        shards=model.recipe.shards,
+        slices=model.recipe.slices,
         full_retrain=method.name == "retrain",
     )
     request = DeletionRequest(

@@ -11,48 +11,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.core.recipe import ImportedWeights, ModelRecipe
+from app.core.store_namespaces import CHECKPOINTS, IMPORTS
 from app.db.models import (
     Checkpoint,
     Dataset,
     Model,
-    ModelStatus,
     ModelVersion,
-    Sample,
-    SampleState,
     ShardStatus,
     VersionShard,
 )
-from app.services.datasets import get_dataset
-from app.services.errors import Conflict, InvalidInput
-from app.services.versions import create_initial_version
+from app.services.errors import InvalidInput
+from app.services.models import active_train_count, add_model, check_new_model
 from models_store import LocalStore
-from worker.training.architectures import architecture_names
 
-# Store namespaces: the uploaded bytes wait in IMPORTS until the worker has turned them into a
-# checkpoint under CHECKPOINTS (the same name as worker.constituents.CHECKPOINTS, which the
-# torch-free API cannot import).
-IMPORTS = "imports"
-CHECKPOINTS = "checkpoints"
 IMPORT_METHOD = "import"
 MAX_STATE_DICT_BYTES = 2 * 1024**3
 
 
-def import_key(source_sha256: str, model_config: dict[str, Any], architecture: str) -> str:
+def import_key(source_sha256: str, recipe: ModelRecipe, architecture: str) -> str:
     """Content key of the checkpoint an import produces: the file's bytes and everything that
     shapes the converted weights (architecture, input, the output-layer reordering)."""
+    imported = recipe.imported
+    assert imported is not None
     identity = {
         "source_sha256": source_sha256,
         "architecture": architecture,
-        "image_size": model_config["image_size"],
-        "imported_class_names": model_config["imported"]["class_names"],
-        "dataset_classes": model_config["imported"]["dataset_classes"],
-        "channels": model_config["imported"]["channels"],
+        "image_size": recipe.image_size,
+        "imported_class_names": imported.class_names,
+        "dataset_classes": imported.dataset_classes,
+        "channels": imported.channels,
     }
     return hashlib.sha256(
         json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
@@ -96,74 +90,58 @@ def read_state_dict_file(path_text: str) -> bytes:
         ) from None
 
 
-def _check_spec(session: Session, spec: dict[str, Any]) -> Dataset:
-    if session.scalar(select(Model.id).where(Model.name == spec["name"])) is not None:
-        raise Conflict(f"a model named {spec['name']!r} already exists")
-    dataset = get_dataset(session, spec["dataset"])
-    if spec["architecture"] not in architecture_names():
-        raise InvalidInput(
-            f"unknown architecture {spec['architecture']!r}; known: {architecture_names()}"
-        )
-    check_class_names(dataset, spec["class_names"])
-    n_train = session.scalar(
-        select(func.count()).where(
-            Sample.dataset_id == dataset.id,
-            Sample.split == "train",
-            Sample.state == SampleState.ACTIVE,
-        )
-    )
-    if not n_train:
+def _check_spec(session: Session, spec: ImportSpec) -> Dataset:
+    dataset = check_new_model(session, spec.name, spec.dataset, spec.architecture)
+    check_class_names(dataset, spec.class_names)
+    if not active_train_count(session, dataset.id):
         raise InvalidInput(f"dataset {dataset.name!r} has no active training samples")
     return dataset
 
 
-def _config(spec: dict[str, Any], dataset: Dataset, source_sha256: str, size: int) -> dict:
-    return {
-        "shards": 1,
-        "slices": 1,
-        # Used only if an exact method (sisa, retrain) later retrains the model from scratch.
-        "epochs_per_slice": spec["epochs_per_slice"],
-        "image_size": spec["image_size"],
-        "seed": spec["seed"],
-        "aggregation": "mean_softmax",
-        "recipe": {
-            "lr": spec["lr"],
-            "momentum": spec["momentum"],
-            "weight_decay": spec["weight_decay"],
-            "batch_size": spec["batch_size"],
+def _recipe(spec: ImportSpec, dataset: Dataset, source_sha256: str, size: int) -> ModelRecipe:
+    # One monolithic constituent; its training recipe is used only if an exact method (sisa,
+    # retrain) later retrains the model from scratch.
+    return spec.recipe.model_copy(
+        update={
+            "shards": 1,
+            "slices": 1,
+            "aggregation": "mean_softmax",
+            "imported": ImportedWeights(
+                source_sha256=source_sha256,
+                source_bytes=size,
+                class_names=list(spec.class_names),
+                dataset_classes=list(dataset.classes),
+                channels=dataset.channels,
+            ),
         },
-        "imported": {
-            "source_sha256": source_sha256,
-            "source_bytes": size,
-            "class_names": list(spec["class_names"]),
-            "dataset_classes": list(dataset.classes),
-            "channels": dataset.channels,
-        },
-    }
+    )
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """What the import needs besides the bytes (built from the HTTP body)."""
+
+    name: str
+    dataset: int | str
+    architecture: str
+    class_names: list[str]
+    state_dict_path: str
+    recipe: ModelRecipe
+    """Input size, seed and the recipe an exact method would retrain with."""
 
 
 def create_imported_model(
-    session: Session, spec: dict[str, Any], store_root: Path
+    session: Session, spec: ImportSpec, store_root: Path
 ) -> tuple[Model, ModelVersion]:
     """Store the model, its version 1 and the uploaded bytes; the caller commits, then enqueues
     the import task."""
     dataset = _check_spec(session, spec)
-    data = read_state_dict_file(spec["state_dict_path"])
+    data = read_state_dict_file(spec.state_dict_path)
     source_sha256 = hashlib.sha256(data).hexdigest()
-    config = _config(spec, dataset, source_sha256, len(data))
-    model = Model(
-        name=spec["name"],
-        dataset_id=dataset.id,
-        architecture=spec["architecture"],
-        config=config,
-        status=ModelStatus.TRAINING,
-    )
-    model.dataset = dataset
-    session.add(model)
-    session.flush()
-    version = create_initial_version(session, model)
+    recipe = _recipe(spec, dataset, source_sha256, len(data))
+    model, version = add_model(session, spec.name, dataset, spec.architecture, recipe)
     version.method = IMPORT_METHOD
-    key = import_key(source_sha256, config, model.architecture)
+    key = import_key(source_sha256, recipe, model.architecture)
     store = LocalStore(store_root)
     if not store.exists(CHECKPOINTS, key):  # an identical import was converted already
         store.put(IMPORTS, key, data)

@@ -2,58 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Model, ModelStatus, ModelVersion, Sample, SampleState
+from app.core.architectures import architecture_names
+from app.core.recipe import ModelRecipe, parse_recipe
+from app.db.models import Dataset, Model, ModelStatus, ModelVersion, Sample, SampleState
 from app.services.datasets import get_dataset
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.versions import create_initial_version
-from worker.training.architectures import architecture_names
 
 
-def create_model(session: Session, spec: dict[str, Any]) -> tuple[Model, ModelVersion]:
-    """Store a model and its first version's manifest; the caller commits, then enqueues."""
-    if session.scalar(select(Model.id).where(Model.name == spec["name"])) is not None:
-        raise Conflict(f"a model named {spec['name']!r} already exists")
-    dataset = get_dataset(session, spec["dataset"])
-    if spec["architecture"] not in architecture_names():
-        raise InvalidInput(
-            f"unknown architecture {spec['architecture']!r}; known: {architecture_names()}"
-        )
-    n_train = (
+def active_train_count(session: Session, dataset_id: int) -> int:
+    return (
         session.scalar(
             select(func.count()).where(
-                Sample.dataset_id == dataset.id,
+                Sample.dataset_id == dataset_id,
                 Sample.split == "train",
                 Sample.state == SampleState.ACTIVE,
             )
         )
         or 0
     )
-    cells = spec["shards"] * spec["slices"]
-    if n_train < cells * len(dataset.classes):
-        raise InvalidInput(
-            f"dataset {dataset.name!r} has {n_train} training samples: too few for "
-            f"{spec['shards']} shards x {spec['slices']} slices x {len(dataset.classes)} classes"
-        )
-    config = {
-        key: spec[key]
-        for key in ("shards", "slices", "epochs_per_slice", "image_size", "seed", "aggregation")
-    }
-    config["recipe"] = {
-        "lr": spec["lr"],
-        "momentum": spec["momentum"],
-        "weight_decay": spec["weight_decay"],
-        "batch_size": spec["batch_size"],
-    }
+
+
+def check_new_model(
+    session: Session, name: str, dataset_ref: int | str, architecture: str
+) -> Dataset:
+    """The checks every new model passes: a free name, a known dataset and architecture."""
+    if session.scalar(select(Model.id).where(Model.name == name)) is not None:
+        raise Conflict(f"a model named {name!r} already exists")
+    dataset = get_dataset(session, dataset_ref)
+    if architecture not in architecture_names():
+        raise InvalidInput(f"unknown architecture {architecture!r}; known: {architecture_names()}")
+    return dataset
+
+
+def add_model(
+    session: Session, name: str, dataset: Dataset, architecture: str, recipe: ModelRecipe
+) -> tuple[Model, ModelVersion]:
+    """Store the model with its recipe (round-tripped, so every field is recorded as set) and
+    lay out version 1; the caller commits, then enqueues."""
     model = Model(
-        name=spec["name"],
+        name=name,
         dataset_id=dataset.id,
-        architecture=spec["architecture"],
-        config=config,
+        architecture=architecture,
+        config=parse_recipe(recipe.to_config()).to_config(),
         status=ModelStatus.TRAINING,
     )
     model.dataset = dataset
@@ -61,6 +55,20 @@ def create_model(session: Session, spec: dict[str, Any]) -> tuple[Model, ModelVe
     session.flush()
     version = create_initial_version(session, model)
     return model, version
+
+
+def create_model(
+    session: Session, name: str, dataset_ref: int | str, architecture: str, recipe: ModelRecipe
+) -> tuple[Model, ModelVersion]:
+    """Store a model and its first version's manifest; the caller commits, then enqueues."""
+    dataset = check_new_model(session, name, dataset_ref, architecture)
+    n_train = active_train_count(session, dataset.id)
+    if n_train < recipe.cells * len(dataset.classes):
+        raise InvalidInput(
+            f"dataset {dataset.name!r} has {n_train} training samples: too few for "
+            f"{recipe.shards} shards x {recipe.slices} slices x {len(dataset.classes)} classes"
+        )
+    return add_model(session, name, dataset, architecture, recipe)
 
 
 def get_model(session: Session, ref: int | str) -> Model:

@@ -39,15 +39,15 @@ from app.sisa.planner import DeletionPlan, plan_deletion
 
 def training_identity(model: Model, dataset: Dataset, shard: int, salt: str) -> dict[str, Any]:
     """Everything besides the samples that determines a constituent's weights."""
-    config = model.config
+    recipe = model.recipe
     return {
         "architecture": model.architecture,
         "num_classes": len(dataset.classes),
         "channels": dataset.channels,
-        "image_size": config["image_size"],
-        "epochs_per_slice": config["epochs_per_slice"],
-        "recipe": config["recipe"],
-        "seed": config["seed"],
+        "image_size": recipe.image_size,
+        "epochs_per_slice": recipe.epochs_per_slice,
+        "recipe": recipe.training.identity(),
+        "seed": recipe.seed,
         "shard": shard,
         "salt": salt,
     }
@@ -105,8 +105,8 @@ def _write_constituents(
     confirms a reused checkpoint is still in the store before relying on it, and retrains from
     further back when it is not (for instance after a purge).
     """
-    config = model.config
-    shards, slices = config["shards"], config["slices"]
+    config = model.recipe
+    shards, slices = config.shards, config.slices
     hashes = shard_slice_hashes(session, version.id, slices)
     for shard in range(shards):
         per_slice = hashes[shard]
@@ -159,7 +159,7 @@ def _write_constituents(
 
 def create_initial_version(session: Session, model: Model) -> ModelVersion:
     """Version 1 of a new model: a fresh seeded manifest; every constituent trains from scratch."""
-    config = model.config
+    config = model.recipe
     rows = session.execute(
         select(Sample.id, Sample.sha256, Sample.class_index).where(
             Sample.dataset_id == model.dataset_id,
@@ -168,7 +168,7 @@ def create_initial_version(session: Session, model: Model) -> ModelVersion:
         )
     ).all()
     refs = [SampleRef(sample_id, sha, class_index) for sample_id, sha, class_index in rows]
-    placement = assign(refs, shards=config["shards"], slices=config["slices"], seed=config["seed"])
+    placement = assign(refs, shards=config.shards, slices=config.slices, seed=config.seed)
     version = ModelVersion(
         model_id=model.id, number=1, reason="initial", method="train", retired_classes=[]
     )
@@ -182,7 +182,7 @@ def create_initial_version(session: Session, model: Model) -> ModelVersion:
         ],
     )
     version.manifest_sha256 = _manifest_hash(session, version.id)
-    _write_constituents(session, model, version, dict.fromkeys(range(config["shards"]), 0), {})
+    _write_constituents(session, model, version, dict.fromkeys(range(config.shards), 0), {})
     return version
 
 
@@ -204,12 +204,12 @@ def create_child_version(
     every parent checkpoint and replaces each constituent's final one, so its shards restart
     at the last slice and are marked pending for the unlearning tasks.
     """
-    config = model.config
+    config = model.recipe
     plan = plan_deletion(
         load_placements(session, parent.id),
         deleted_sample_ids,
-        shards=config["shards"],
-        slices=config["slices"],
+        shards=config.shards,
+        slices=config.slices,
         full_retrain=full_retrain,
     )
     number = (
@@ -245,7 +245,7 @@ def create_child_version(
         for c in session.scalars(select(Checkpoint).where(Checkpoint.version_id == parent.id))
     }
     if approximate:
-        restart = dict.fromkeys(range(config["shards"]), config["slices"] - 1)
+        restart = dict.fromkeys(range(config.shards), config.slices - 1)
     else:
         restart = {p.shard: p.restart_slice for p in plan.affected}
     _write_constituents(session, model, version, restart, parent_slots, approximate=approximate)

@@ -15,19 +15,20 @@ import pytest
 import torch
 from torch import nn
 
+from app.core.methods import MethodSpec, register
+from app.core.methods import get_method as get_spec
 from worker.unlearning import (
     MethodResult,
-    MethodSpec,
     Runner,
     Target,
     UnlearningInputs,
     _ops,
     all_methods,
     get_method,
-    register,
-    validate_config,
+    register_runner,
 )
 from worker.unlearning.metrics import layer_distances, prediction_distribution, relearn_epochs
+from worker.unlearning.registry import validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
@@ -168,7 +169,7 @@ def test_registry_lists_the_built_in_methods():
 
 
 def test_registry_refuses_duplicates():
-    spec = get_method("finetune")
+    spec = get_spec("finetune")
     with pytest.raises(ValueError, match="already registered"):
         register(spec)
     clone = MethodSpec(
@@ -178,12 +179,16 @@ def test_registry_refuses_duplicates():
         targets=frozenset({Target.FILES}),
         runner=Runner.SISA,
         exact=True,
-        config_model=get_method("sisa").config_model,
-        run=None,
+        config_model=get_spec("sisa").config_model,
     )
     with pytest.raises(ValueError, match="already registered"):
         register(clone)
-    assert get_method("finetune") is spec
+    assert get_spec("finetune") is spec
+    implementation = get_method("finetune").run
+    assert implementation is not None
+    with pytest.raises(ValueError, match="already has an implementation"):
+        register_runner("finetune", implementation)
+    assert get_method("finetune").run is implementation
 
 
 def test_get_method_unknown_lists_names():
@@ -194,15 +199,17 @@ def test_get_method_unknown_lists_names():
 
 
 def test_spec_rejects_inconsistent_definitions():
-    cfg = get_method("sisa").config_model
-    with pytest.raises(ValueError, match="run must be None"):
-        MethodSpec("x", "x", None, frozenset({Target.FILES}), Runner.MODEL, False, cfg, None)
+    implementation = get_method("finetune").run
+    assert implementation is not None
+    # A SISA-engine method takes no in-memory implementation.
+    with pytest.raises(ValueError, match="SISA engine"):
+        register_runner("sisa", implementation)
 
     class Loose(pydantic.BaseModel):
         a: int = 1
 
     with pytest.raises(ValueError, match="extra='forbid'"):
-        MethodSpec("x", "x", None, frozenset({Target.FILES}), Runner.SISA, True, Loose, None)
+        MethodSpec("x", "x", None, frozenset({Target.FILES}), Runner.SISA, True, Loose)
 
 
 def test_validate_config():

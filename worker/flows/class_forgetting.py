@@ -40,8 +40,8 @@ from worker.flows.common import device, is_stale, log, now, store, touch_model
 from worker.flows.training import finalize_version
 from worker.samples import load_tensors, sample_rows
 from worker.training.trainer import checkpoint_bytes, load_checkpoint
-from worker.unlearning.base import MethodSpec, Runner, UnlearningInputs
-from worker.unlearning.registry import get_method, validate_config
+from worker.unlearning.base import Runner, UnlearningInputs
+from worker.unlearning.registry import Method, get_method, validate_config
 
 # Method-specific results (losses, discriminator score, ...) keyed like the checkpoint they
 # produced; forgetting_metrics gathers them into the version's metrics.
@@ -59,7 +59,7 @@ class ShardJob:
     shard: int
     model: Model
     dataset: Dataset
-    spec: MethodSpec
+    spec: Method
     method_config: dict[str, Any]
     parent_key: str
     parent_artifact: str | None
@@ -169,7 +169,7 @@ def _claim(session: Session, version_id: int, shard: int) -> ShardJob | bool:
         raise RuntimeError(f"version {version_id} has no deletion request")
     # Coalescing never mixes methods, so the first request's configuration is the batch's.
     config = validate_config(spec.name, requests[0].method_config).model_dump(mode="json")
-    parent_final = _final_checkpoint(session, version.parent_id, shard, model.config["slices"])
+    parent_final = _final_checkpoint(session, version.parent_id, shard, model.recipe.slices)
     parent_key = parent_final.key
     shard_ids = _shard_sample_ids(session, version.parent_id, shard)
     targets = set(
@@ -242,7 +242,7 @@ def _load_inputs(
     settings = get_settings()
     with session_scope() as session:
         rows = sample_rows(session, job.shard_ids)
-    images, labels = load_tensors(settings, job.dataset, rows, job.model.config["image_size"])
+    images, labels = load_tensors(settings, job.dataset, rows, job.model.recipe.image_size)
     is_target = torch.tensor([r.sample_id in job.target_ids for r in rows], dtype=torch.bool)
     forget_images, forget_labels = images[is_target], labels[is_target]
     if not job.spec.reads_forget_images:
@@ -258,9 +258,9 @@ def _load_inputs(
         num_classes=len(job.dataset.classes),
         forget_classes=list(job.forget_classes),
         device=dev,
-        seed=derived_seed(job.model.config["seed"], job.shard, _SEED_DOMAIN),
+        seed=derived_seed(job.model.recipe.seed, job.shard, _SEED_DOMAIN),
         progress=_ProgressWriter(
-            job.version_id, job.model.id, job.shard, job.model.config["slices"] - 1
+            job.version_id, job.model.id, job.shard, job.model.recipe.slices - 1
         ),
     )
     return inputs, Given(forget=int(forget_images.shape[0]), retain=int(retain_images.shape[0]))
@@ -311,7 +311,7 @@ def _record(job: ShardJob, outcome: Outcome, total_seconds: float) -> None:
     store().put(
         METHOD_RESULTS, job.new_key, json.dumps(summary, sort_keys=True, default=str).encode()
     )
-    slices = job.model.config["slices"]
+    slices = job.model.recipe.slices
     with session_scope() as session:
         session.execute(
             update(Checkpoint)
@@ -338,7 +338,7 @@ def _record(job: ShardJob, outcome: Outcome, total_seconds: float) -> None:
 
 
 def _keep_parent_constituent(job: ShardJob) -> None:
-    slices = job.model.config["slices"]
+    slices = job.model.recipe.slices
     with session_scope() as session:
         session.execute(
             update(Checkpoint)
@@ -430,8 +430,9 @@ def _convert_state_dict(raw: bytes, model: Model) -> torch.nn.Module:
         ) from None
     state = _unwrap_state_dict(loaded)
     net = fresh_constituent(model, 0)
-    imported = model.config["imported"]
-    _reorder_outputs(state, net, imported["class_names"], model.dataset.classes)
+    imported = model.recipe.imported
+    assert imported is not None  # set for every model registered through the import
+    _reorder_outputs(state, net, imported.class_names, model.dataset.classes)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

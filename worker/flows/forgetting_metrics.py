@@ -126,7 +126,7 @@ def _predict(
     nets: Sequence[torch.nn.Module], images: torch.Tensor, model: Model, dev: torch.device
 ) -> torch.Tensor:
     probas = [predict_proba(net, images, device=dev) for net in nets]
-    return aggregate(probas, model.config["aggregation"]).argmax(1)
+    return aggregate(probas, model.recipe.aggregation).argmax(1)
 
 
 def _evaluate(
@@ -168,7 +168,7 @@ def _forget_train(
     if not ids:
         return None
     rows = sample_rows(session, ids)
-    images, labels = load_tensors(get_settings(), model.dataset, rows, model.config["image_size"])
+    images, labels = load_tensors(get_settings(), model.dataset, rows, model.recipe.image_size)
     evaluation = _evaluate(model, images, labels, before, after)
     evaluation.images = images
     return evaluation
@@ -186,7 +186,7 @@ def _test_split(session: Session, model: Model) -> tuple[torch.Tensor, torch.Ten
         .order_by(Sample.sha256)
     ).all()
     rows = sample_rows(session, list(ids))
-    return load_tensors(get_settings(), model.dataset, rows, model.config["image_size"])
+    return load_tensors(get_settings(), model.dataset, rows, model.recipe.image_size)
 
 
 def _class_metrics(
@@ -292,14 +292,14 @@ def _relearn(
     """Relearn time: epochs of fine-tuning on the forgotten training images until the model
     gets back to RELEARN_TARGET_FRACTION of the original's accuracy on them. Only for a
     monolithic model (for an ensemble it would need every constituent relearned)."""
-    if model.config["shards"] != 1:
+    if model.recipe.shards != 1:
         return {"skipped": "relearn time is measured on monolithic models only"}
     if forget_train is None or forget_train.before is None or forget_train.images is None:
         return {"skipped": "no forgotten training images or no original model to compare with"}
     original = forget_train.accuracy()["before"] or 0.0
     images = forget_train.images
     labels = forget_train.labels
-    seed = derived_seed(model.config["seed"], _RELEARN_SEED_DOMAIN)
+    seed = derived_seed(model.recipe.seed, _RELEARN_SEED_DOMAIN)
     if images.shape[0] > RELEARN_MAX_SAMPLES:
         pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
         images, labels = images[pick[:RELEARN_MAX_SAMPLES]], labels[pick[:RELEARN_MAX_SAMPLES]]
@@ -311,7 +311,7 @@ def _relearn(
         target_accuracy=target,
         max_epochs=RELEARN_MAX_EPOCHS,
         lr=RELEARN_LR,
-        batch_size=model.config["recipe"]["batch_size"],
+        batch_size=model.recipe.training.batch_size,
         seed=seed,
         device=device(),
     )
@@ -334,7 +334,7 @@ def _cost(session: Session, model: Model, version: ModelVersion) -> dict[str, An
         .where(VersionShard.version_id == version.id)
         .order_by(VersionShard.shard)
     ).all()
-    worked = [s for s in shards if s.restart_slice < model.config["slices"]]
+    worked = [s for s in shards if s.restart_slice < model.recipe.slices]
     started = version.started_at
     if started.tzinfo is None:  # SQLite hands back naive UTC datetimes
         started = started.replace(tzinfo=now().tzinfo)
@@ -356,7 +356,7 @@ def _cost(session: Session, model: Model, version: ModelVersion) -> dict[str, An
 def _method_results(session: Session, model: Model, version: ModelVersion) -> dict[str, Any] | None:
     """What the method reported on each constituent (approximate methods only)."""
     results = {}
-    for checkpoint in final_checkpoints(session, version, model.config["slices"]):
+    for checkpoint in final_checkpoints(session, version, model.recipe.slices):
         try:
             blob = store().get(METHOD_RESULTS, checkpoint.key)
         except KeyError:

@@ -113,7 +113,7 @@ def train_shard(version_id: int, shard: int) -> bool:
         dataset = session.get(Dataset, model.dataset_id)
         assert dataset is not None
         model.dataset = dataset
-        slices = model.config["slices"]
+        slices = model.recipe.slices
         checkpoints = list(
             session.scalars(
                 select(Checkpoint)
@@ -125,7 +125,7 @@ def train_shard(version_id: int, shard: int) -> bool:
         state.status = ShardStatus.RUNNING
         state.updated_at = now()
         restart = state.restart_slice
-        config = dict(model.config)
+        config = model.recipe
         session.expunge(model)
         session.expunge(dataset)
     keys = [c.key for c in checkpoints]
@@ -135,14 +135,14 @@ def train_shard(version_id: int, shard: int) -> bool:
     start = restart
     while start > 0 and not blob_store.exists(CHECKPOINTS, keys[start - 1]):
         start -= 1
-    recipe = Recipe(**config["recipe"])
+    recipe = Recipe(**config.training.model_dump())
     dev = device(settings)
     net = fresh_constituent(model, shard).to(dev)
     optimizer = make_optimizer(net, recipe)
     if start > 0:
         load_checkpoint(blob_store.get(CHECKPOINTS, keys[start - 1]), net, optimizer, dev)
     flat = [row for rows in per_slice for row in rows]
-    images, labels = load_tensors(settings, dataset, flat, config["image_size"])
+    images, labels = load_tensors(settings, dataset, flat, config.image_size)
     bounds = [0]
     for rows in per_slice:
         bounds.append(bounds[-1] + len(rows))
@@ -156,13 +156,13 @@ def train_shard(version_id: int, shard: int) -> bool:
             optimizer,
             images[:end],
             labels[:end],
-            epochs=config["epochs_per_slice"],
+            epochs=config.epochs_per_slice,
             batch_size=recipe.batch_size,
-            seed=derived_seed(config["seed"], shard, slice_),
+            seed=derived_seed(config.seed, shard, slice_),
             device=dev,
             on_batch=progress.for_slice(slice_),
         )
-        trained += end * config["epochs_per_slice"]
+        trained += end * config.epochs_per_slice
         artifact = blob_store.put(CHECKPOINTS, keys[slice_], checkpoint_bytes(net, optimizer))
         with session_scope() as session:
             session.execute(
@@ -247,11 +247,11 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
         .order_by(Sample.sha256)
     ).all()
     rows = sample_rows(session, test_ids)
-    images, labels = load_tensors(settings, dataset, rows, model.config["image_size"])
+    images, labels = load_tensors(settings, dataset, rows, model.recipe.image_size)
     dev = device(settings)
     constituents = load_constituents(session, store(), model, version, dev)
     probas = [predict_proba(net, images, device=dev) for net in constituents]
-    ensemble = aggregate(probas, model.config["aggregation"])
+    ensemble = aggregate(probas, model.recipe.aggregation)
     classes = dataset.classes
     retired = {classes.index(c) for c in version.retired_classes}
     keep = torch.tensor([int(y) not in retired for y in labels], dtype=torch.bool)
@@ -275,9 +275,7 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
         "cost": {
             "train_seconds": sum(s.train_seconds for s in shards),
             "sample_passes": sum(s.samples_trained for s in shards),
-            "retrained_shards": [
-                s.shard for s in shards if s.restart_slice < model.config["slices"]
-            ],
+            "retrained_shards": [s.shard for s in shards if s.restart_slice < model.recipe.slices],
         },
     }
 

@@ -1,4 +1,5 @@
-"""Unlearning methods behind one interface (:mod:`.base`) and one registry (:mod:`.registry`).
+"""Unlearning method implementations behind one interface (:mod:`.base`) and one registry
+(:mod:`.registry`); their specs live in :mod:`app.core.methods`.
 
 Importing this package, the base module or the registry never imports torch; the methods import
 it inside their run functions.
@@ -14,9 +15,10 @@ from worker.unlearning.base import (
     UnlearningInputs,
     no_progress,
 )
-from worker.unlearning.registry import all_methods, get_method, register, validate_config
+from worker.unlearning.registry import Method, all_methods, get_method, register_runner
 
 __all__ = [
+    "Method",
     "MethodConfig",
     "MethodResult",
     "MethodSpec",
@@ -27,6 +29,5 @@ __all__ = [
     "all_methods",
     "get_method",
     "no_progress",
-    "register",
-    "validate_config",
+    "register_runner",
 ]

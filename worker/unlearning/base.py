@@ -1,17 +1,13 @@
-"""The one interface every unlearning method implements.
-
-This module must stay importable without torch: the HTTP API imports the registry (and so this
-module) to list methods and validate their configurations. Torch types appear only in type hints.
-"""
+"""What a method's implementation receives and returns. The specs (names, targets, configs)
+live in the kernel, :mod:`app.core.methods`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from app.core.methods.base import MethodConfig, MethodSpec, Runner, Target
 
 if TYPE_CHECKING:
     import torch
@@ -29,36 +25,12 @@ __all__ = [
 ]
 
 
-class Target(StrEnum):
-    """What a deletion request names."""
-
-    FILES = "files"
-    CLASSES = "classes"
-
-
-class Runner(StrEnum):
-    """Who executes a method."""
-
-    MODEL = "model"
-    """Runs on one ``nn.Module`` in memory (all class-forgetting methods): ``spec.run(...)``."""
-    SISA = "sisa"
-    """Orchestrated by the service's SISA engine over checkpoints ("sisa", "retrain");
-    ``spec.run`` is ``None``."""
-
-
 ProgressFn = Callable[[float, str], None]
 """``progress(fraction in [0, 1], phase)``."""
 
 
 def no_progress(fraction: float, phase: str) -> None:
     """A :data:`ProgressFn` that ignores its reports."""
-
-
-class MethodConfig(BaseModel):
-    """Base class for method configurations: every field has a default, unknown fields are
-    refused."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -90,39 +62,4 @@ class MethodResult:
     """JSON-serialisable, method-specific (e.g. adversarial's discriminator score)."""
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    summary: str
-    paper: str | None
-    targets: frozenset[Target]
-    runner: Runner
-    exact: bool
-    config_model: type[BaseModel]
-    """Pydantic model; every field defaulted, ``extra="forbid"``."""
-    run: Callable[[UnlearningInputs, Any], MethodResult] | None
-    """``None`` for :attr:`Runner.SISA`."""
-    reads_forget_images: bool = True
-    """``False`` for zero-glance methods (``unsir``): callers may pass empty forget tensors."""
-
-    def __post_init__(self) -> None:
-        if not self.name or self.name != self.name.strip().lower() or " " in self.name:
-            raise ValueError(f"method name must be a lower-case identifier, got {self.name!r}")
-        if not self.targets:
-            raise ValueError(f"method {self.name!r} has no targets")
-        object.__setattr__(self, "targets", frozenset(Target(t) for t in self.targets))
-        object.__setattr__(self, "runner", Runner(self.runner))
-        if (self.run is None) != (self.runner is Runner.SISA):
-            raise ValueError(
-                f"method {self.name!r}: run must be None exactly when runner is 'sisa'"
-            )
-        if not (isinstance(self.config_model, type) and issubclass(self.config_model, BaseModel)):
-            raise ValueError(f"method {self.name!r}: config_model must be a pydantic model")
-        if self.config_model.model_config.get("extra") != "forbid":
-            raise ValueError(f"method {self.name!r}: config_model must set extra='forbid'")
-        required = [n for n, f in self.config_model.model_fields.items() if f.is_required()]
-        if required:
-            raise ValueError(f"method {self.name!r}: config fields without default: {required}")
-
-    def default_config(self) -> BaseModel:
-        return self.config_model()
+RunFn = Callable[[UnlearningInputs, Any], MethodResult]

@@ -1,36 +1,82 @@
-"""The registry of unlearning methods (torch-free: the HTTP API imports it).
+"""Method implementations, paired with the kernel's specs.
 
-Method modules under :mod:`worker.unlearning.methods` call :func:`register` at import time;
-:func:`all_methods`, :func:`get_method` and :func:`validate_config` import that package first, so
-the registry is always complete when read.
+Implementation modules under :mod:`worker.unlearning.methods` call :func:`register_runner` at
+import time. :func:`get_method` returns the spec with its ``run`` function; every
+:attr:`Runner.MODEL` spec must have exactly one implementation and a :attr:`Runner.SISA` spec
+none (the SISA engine runs those).
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from worker.unlearning.base import MethodSpec
+from app.core.methods import registry as specs
+from app.core.methods.base import MethodSpec, Runner, Target
+from worker.unlearning.base import RunFn
 
-__all__ = ["all_methods", "get_method", "register", "validate_config"]
+__all__ = ["Method", "all_methods", "get_method", "register_runner", "validate_config"]
 
-_REGISTRY: dict[str, MethodSpec] = {}
+_RUNNERS: dict[str, RunFn] = {}
 _LOCK = threading.RLock()
 _loaded = False
 
 
-def register(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec``; a second method with the same name is refused (``ValueError``)."""
-    if not isinstance(spec, MethodSpec):
-        raise TypeError(f"expected a MethodSpec, got {type(spec).__name__}")
+@dataclass(frozen=True)
+class Method:
+    """A spec and its implementation (``run`` is ``None`` for SISA-engine methods)."""
+
+    spec: MethodSpec
+    run: RunFn | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def summary(self) -> str:
+        return self.spec.summary
+
+    @property
+    def paper(self) -> str | None:
+        return self.spec.paper
+
+    @property
+    def runner(self) -> Runner:
+        return self.spec.runner
+
+    @property
+    def targets(self) -> frozenset[Target]:
+        return self.spec.targets
+
+    @property
+    def exact(self) -> bool:
+        return self.spec.exact
+
+    @property
+    def config_model(self) -> type[BaseModel]:
+        return self.spec.config_model
+
+    @property
+    def reads_forget_images(self) -> bool:
+        return self.spec.reads_forget_images
+
+
+def register_runner(name: str, run: RunFn) -> RunFn:
+    """Attach ``run`` to the spec called ``name``; refused for an unknown name, a SISA-engine
+    method, or a second implementation."""
+    spec = specs.get_method(name)
+    if spec.runner is not Runner.MODEL:
+        raise ValueError(f"method {name!r} is run by the SISA engine; it takes no runner")
     with _LOCK:
-        if spec.name in _REGISTRY:
-            raise ValueError(f"an unlearning method named {spec.name!r} is already registered")
-        _REGISTRY[spec.name] = spec
-    return spec
+        if name in _RUNNERS:
+            raise ValueError(f"method {name!r} already has an implementation")
+        _RUNNERS[name] = run
+    return run
 
 
 def _ensure_loaded() -> None:
@@ -43,28 +89,22 @@ def _ensure_loaded() -> None:
             _loaded = True
 
 
-def all_methods() -> list[MethodSpec]:
-    """Every registered method, sorted by name."""
+def get_method(name: str) -> Method:
+    """The method called ``name`` with its implementation; ``ValueError`` if unknown, or if a
+    model-runner method has no implementation."""
+    spec = specs.get_method(name)
     _ensure_loaded()
     with _LOCK:
-        return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+        run = _RUNNERS.get(name)
+    if spec.runner is Runner.MODEL and run is None:
+        raise ValueError(f"method {name!r} has no implementation in worker.unlearning.methods")
+    return Method(spec=spec, run=run)
 
 
-def get_method(name: str) -> MethodSpec:
-    """The method called ``name``; ``ValueError`` (listing the known names) if there is none."""
-    _ensure_loaded()
-    with _LOCK:
-        spec = _REGISTRY.get(name)
-        if spec is None:
-            known = ", ".join(sorted(_REGISTRY))
-            raise ValueError(f"unknown unlearning method {name!r}; known methods: {known}")
-        return spec
+def all_methods() -> list[Method]:
+    """Every registered method with its implementation, sorted by name."""
+    return [get_method(spec.name) for spec in specs.all_methods()]
 
 
 def validate_config(name: str, raw: dict[str, Any] | None) -> BaseModel:
-    """Validate ``raw`` (``None`` means defaults) against the method's config model.
-
-    ``ValueError`` for an unknown method; pydantic's ``ValidationError`` propagates.
-    """
-    spec = get_method(name)
-    return spec.config_model.model_validate({} if raw is None else raw)
+    return specs.validate_config(name, raw)

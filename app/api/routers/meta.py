@@ -9,28 +9,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.api.deps import SessionDep, SettingsDep
+from app.core.methods import all_methods
 from app.services.keys import public_key_view
-from worker.unlearning.registry import all_methods
 
 router = APIRouter(tags=["service"])
 
 
 @router.get("/v1/methods")
 def list_methods() -> dict[str, Any]:
-    return {
-        "methods": [
-            {
-                "name": spec.name,
-                "summary": spec.summary,
-                "paper": spec.paper,
-                "targets": sorted(t.value for t in spec.targets),
-                "exact": spec.exact,
-                "reads_forget_images": spec.reads_forget_images,
-                "config_schema": spec.config_model.model_json_schema(),
-            }
-            for spec in all_methods()
-        ]
-    }
+    return {"methods": [spec.describe() for spec in all_methods()]}
 
 
 @router.get("/v1/keys")

@@ -58,13 +58,15 @@ def model_out(session: SessionDep, model: Model) -> ModelOut:
         retired_classes=current.retired_classes if current else [],
         versions=views,
         metrics=current.metrics if current else {},
-        progress=version_progress(session, building, model.config["slices"]) if building else None,
+        progress=version_progress(session, building, model.recipe.slices) if building else None,
     )
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut)
 def register_model(body: ModelCreate, session: SessionDep, response: Response) -> ModelOut:
-    model, version = create_model(session, body.model_dump())
+    model, version = create_model(
+        session, body.name, body.dataset, body.architecture, body.recipe()
+    )
     session.commit()
     enqueue_version(version.id)
     response.headers["Location"] = f"/v1/models/{model.id}"

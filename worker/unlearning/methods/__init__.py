@@ -1,9 +1,8 @@
-"""Importing this package registers every built-in method (torch-free: each module imports torch
-inside its run function only)."""
+"""Importing this package registers every built-in method's implementation (torch-free: each
+module imports torch inside its run function only). Specs live in ``app.core.methods``."""
 
 from worker.unlearning.methods import (  # noqa: F401  (imported to register)
     adversarial,
-    exact,
     finetune,
     l1_sparse,
     neggrad_plus,

@@ -23,32 +23,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.adversarial import SPEC, AdversarialConfig
+from worker.unlearning.base import MethodResult
+from worker.unlearning.registry import register_runner
 
 if TYPE_CHECKING:
     from torch import nn
 
     from worker.unlearning.base import UnlearningInputs
-
-
-class AdversarialConfig(MethodConfig):
-    epochs: int = Field(5, ge=1, le=1000, description="passes over the forget images")
-    batch_size: int = Field(128, ge=2, le=65536, description="forget and retain batch size")
-    lr: float = Field(1e-3, gt=0, description="generator Adam learning rate (cosine-annealed)")
-    disc_lr: float = Field(1e-3, gt=0, description="discriminator Adam learning rate")
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    disc_hidden: int = Field(128, ge=1, le=65536, description="width of the MLP's hidden layers")
-    disc_steps: int = Field(1, ge=1, le=100, description="discriminator updates per step")
-    adversarial_weight: float = Field(1.0, ge=0, description="weight of the GAN loss")
-    retain_weight: float = Field(1.0, ge=0, description="weight of the retain cross-entropy")
-    eval_max_samples: int = Field(
-        10000, ge=1, description="forget/retain samples (seeded subset) for the final metrics"
-    )
 
 
 def make_discriminator(num_classes: int, hidden: int) -> nn.Module:
@@ -187,24 +169,4 @@ def run(inputs: UnlearningInputs, config: AdversarialConfig) -> MethodResult:
     )
 
 
-SPEC = register(
-    MethodSpec(
-        name="adversarial",
-        summary=(
-            "Generator/discriminator class forgetting: the model (generator) is trained so that "
-            "an MLP discriminator on softmax outputs cannot tell its outputs on forget-class "
-            "images from a frozen reference copy's outputs on retain images (non-saturating GAN "
-            "loss) plus retain cross-entropy; Adam (0.5, 0.999), lr 1e-3, wd 5e-4, cosine. "
-            "discriminator_score = mean over forget images of 1 - D(softmax(G(x))), the "
-            "discriminator's probability that a forget output is a forget output: 1 = still "
-            "told apart, 0.5 = chance, below 0.5 = forgotten. Not exact."
-        ),
-        paper=None,
-        targets=frozenset({Target.CLASSES}),
-        runner=Runner.MODEL,
-        exact=False,
-        config_model=AdversarialConfig,
-        run=run,
-        reads_forget_images=True,
-    )
-)
+register_runner(SPEC.name, run)

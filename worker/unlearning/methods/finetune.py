@@ -3,24 +3,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.finetune import SPEC, FinetuneConfig
+from worker.unlearning.base import MethodResult
+from worker.unlearning.registry import register_runner
 
 if TYPE_CHECKING:
     from worker.unlearning.base import UnlearningInputs
-
-
-class FinetuneConfig(MethodConfig):
-    epochs: int = Field(5, ge=1, le=1000, description="passes over the retain data")
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(128, ge=2, le=65536)
-    optimizer: Literal["sgd", "adam"] = "sgd"
 
 
 def run(inputs: UnlearningInputs, config: FinetuneConfig) -> MethodResult:
@@ -58,19 +48,4 @@ def run(inputs: UnlearningInputs, config: FinetuneConfig) -> MethodResult:
     return MethodResult(details={**stats, "retain_samples": n})
 
 
-SPEC = register(
-    MethodSpec(
-        name="finetune",
-        summary=(
-            "Fine-tune the model on the retain data only (SGD, cosine schedule); forgetting of "
-            "the deleted data comes from catastrophic forgetting. Cheap baseline, not exact."
-        ),
-        paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020 (FT baseline)",
-        targets=frozenset({Target.CLASSES, Target.FILES}),
-        runner=Runner.MODEL,
-        exact=False,
-        config_model=FinetuneConfig,
-        run=run,
-        reads_forget_images=False,
-    )
-)
+register_runner(SPEC.name, run)

@@ -6,38 +6,14 @@ parameters) whose weight decays linearly over the epochs, as in the paper's code
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field, model_validator
-
-from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.l1_sparse import SPEC, L1SparseConfig
+from worker.unlearning.base import MethodResult
+from worker.unlearning.registry import register_runner
 
 if TYPE_CHECKING:
     from worker.unlearning.base import UnlearningInputs
-
-
-class L1SparseConfig(MethodConfig):
-    epochs: int = Field(5, ge=1, le=1000, description="passes over the retain data")
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(128, ge=2, le=65536)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    l1_weight: float = Field(
-        1e-4, ge=0, description="gamma: initial weight of the l1 norm of all trainable parameters"
-    )
-    decay: Literal["linear", "constant"] = Field(
-        "linear",
-        description="linear: gamma * (1 - epoch / (epochs - no_l1_epochs)); constant: gamma",
-    )
-    no_l1_epochs: int = Field(0, ge=0, description="final epochs trained without the penalty")
-
-    @model_validator(mode="after")
-    def _some_l1_epochs(self) -> L1SparseConfig:
-        if self.no_l1_epochs >= self.epochs:
-            raise ValueError("no_l1_epochs must be smaller than epochs")
-        return self
 
 
 def run(inputs: UnlearningInputs, config: L1SparseConfig) -> MethodResult:
@@ -106,19 +82,4 @@ def run(inputs: UnlearningInputs, config: L1SparseConfig) -> MethodResult:
     )
 
 
-SPEC = register(
-    MethodSpec(
-        name="l1_sparse",
-        summary=(
-            "l1-sparse fine-tuning: fine-tune on the retain data with loss CE + gamma_t*||w||_1 "
-            "over all trainable parameters, gamma_t decaying linearly to 0. Not exact."
-        ),
-        paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023",
-        targets=frozenset({Target.CLASSES, Target.FILES}),
-        runner=Runner.MODEL,
-        exact=False,
-        config_model=L1SparseConfig,
-        run=run,
-        reads_forget_images=False,
-    )
-)
+register_runner(SPEC.name, run)

@@ -4,32 +4,14 @@ baseline): gradient descent on the retain data and ascent on the forget data,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.neggrad_plus import SPEC, NegGradPlusConfig
+from worker.unlearning.base import MethodResult
+from worker.unlearning.registry import register_runner
 
 if TYPE_CHECKING:
     from worker.unlearning.base import UnlearningInputs
-
-
-class NegGradPlusConfig(MethodConfig):
-    alpha: float = Field(
-        0.99, ge=0, le=1, description="weight of the retain loss; 1 - alpha weighs the forget loss"
-    )
-    epochs: int = Field(
-        5, ge=1, le=1000, description="passes over the retain data (forget batches cycle)"
-    )
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(128, ge=2, le=65536)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    grad_clip: float | None = Field(
-        None, gt=0, description="clip the global gradient norm (None: no clipping, as the paper)"
-    )
 
 
 def run(inputs: UnlearningInputs, config: NegGradPlusConfig) -> MethodResult:
@@ -96,19 +78,4 @@ def run(inputs: UnlearningInputs, config: NegGradPlusConfig) -> MethodResult:
     )
 
 
-SPEC = register(
-    MethodSpec(
-        name="neggrad_plus",
-        summary=(
-            "NegGrad+: fine-tune with loss alpha*CE(retain) - (1-alpha)*CE(forget), descending "
-            "on retain batches while ascending on (cycled) forget batches. Not exact."
-        ),
-        paper="Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (NegGrad+)",
-        targets=frozenset({Target.CLASSES, Target.FILES}),
-        runner=Runner.MODEL,
-        exact=False,
-        config_model=NegGradPlusConfig,
-        run=run,
-        reads_forget_images=True,
-    )
-)
+register_runner(SPEC.name, run)

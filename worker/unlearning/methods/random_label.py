@@ -3,29 +3,16 @@ forget samples with random *wrong* labels and train on them mixed with the retai
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.random_label import SPEC, RandomLabelConfig
+from worker.unlearning.base import MethodResult
+from worker.unlearning.registry import register_runner
 
 if TYPE_CHECKING:
     import torch
 
     from worker.unlearning.base import UnlearningInputs
-
-
-class RandomLabelConfig(MethodConfig):
-    epochs: int = Field(3, ge=1, le=1000, description="passes over forget + retain data")
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(128, ge=2, le=65536)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    relabel_each_epoch: bool = Field(
-        False, description="draw fresh random labels every epoch instead of once"
-    )
 
 
 def random_wrong_labels(
@@ -111,19 +98,4 @@ def run(inputs: UnlearningInputs, config: RandomLabelConfig) -> MethodResult:
     )
 
 
-SPEC = register(
-    MethodSpec(
-        name="random_label",
-        summary=(
-            "Relabel the forget samples with uniformly drawn wrong labels (from the retained "
-            "classes) and fine-tune on them mixed with the retain data. Not exact."
-        ),
-        paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020 (random labels)",
-        targets=frozenset({Target.CLASSES, Target.FILES}),
-        runner=Runner.MODEL,
-        exact=False,
-        config_model=RandomLabelConfig,
-        run=run,
-        reads_forget_images=True,
-    )
-)
+register_runner(SPEC.name, run)

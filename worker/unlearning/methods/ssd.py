@@ -11,12 +11,11 @@ Every parameter with ``[]_F > alpha * []_D`` is multiplied by
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import ConfigDict, Field
-
-from worker.unlearning.base import MethodConfig, MethodResult, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.ssd import SPEC, SSDConfig
+from worker.unlearning.base import MethodResult
+from worker.unlearning.registry import register_runner
 
 if TYPE_CHECKING:
     import torch
@@ -24,30 +23,6 @@ if TYPE_CHECKING:
 
     from worker.unlearning._ops import Progress
     from worker.unlearning.base import UnlearningInputs
-
-
-class SSDConfig(MethodConfig):
-    model_config = ConfigDict(
-        extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
-    )
-
-    alpha: float = Field(
-        10.0, gt=0, description="selection weighting: dampen where []_F > alpha * []_D"
-    )
-    lambda_: float = Field(
-        1.0,
-        gt=0,
-        alias="lambda",
-        description="dampening constant: beta = min((lambda * []_D / []_F) ** exponent, 1)",
-    )
-    exponent: float = Field(1.0, gt=0, description="exponent of the dampening factor")
-    reference: Literal["full", "retain"] = Field(
-        "full", description="data for []_D: the full training data (paper) or the retain data"
-    )
-    batch_size: int = Field(64, ge=1, le=65536, description="batch size of the importances")
-    max_reference_samples: int | None = Field(
-        None, ge=1, description="estimate []_D on a seeded random subset of this size"
-    )
 
 
 def _importances(
@@ -148,23 +123,4 @@ def run(inputs: UnlearningInputs, config: SSDConfig) -> MethodResult:
     )
 
 
-SPEC = register(
-    MethodSpec(
-        name="ssd",
-        summary=(
-            "Selective Synaptic Dampening: diagonal Fisher importances on the forget data and on "
-            "the full training data; parameters with forget importance > alpha * full importance "
-            "are scaled by min(lambda * full / forget, 1). Retrain-free, not exact."
-        ),
-        paper=(
-            "Foster et al., Fast Machine Unlearning Without Retraining Through Selective "
-            "Synaptic Dampening, AAAI 2024 (arXiv 2308.07707)"
-        ),
-        targets=frozenset({Target.CLASSES, Target.FILES}),
-        runner=Runner.MODEL,
-        exact=False,
-        config_model=SSDConfig,
-        run=run,
-        reads_forget_images=True,
-    )
-)
+register_runner(SPEC.name, run)

@@ -6,8 +6,8 @@ SISA engine.
 
 from __future__ import annotations
 
-from worker.unlearning.base import MethodConfig, MethodSpec, Runner, Target
-from worker.unlearning.registry import register
+from app.core.methods.base import MethodConfig, MethodSpec, Runner, Target
+from app.core.methods.registry import register
 
 
 class SisaConfig(MethodConfig):
@@ -31,10 +31,10 @@ SISA = register(
         runner=Runner.SISA,
         exact=True,
         config_model=SisaConfig,
-        run=None,
         reads_forget_images=False,
     )
 )
+
 
 RETRAIN = register(
     MethodSpec(
@@ -48,7 +48,6 @@ RETRAIN = register(
         runner=Runner.SISA,
         exact=True,
         config_model=RetrainConfig,
-        run=None,
         reads_forget_images=False,
     )
 )

@@ -1,0 +1,13 @@
+"""Importing this module registers every built-in method's spec. A new method adds its spec
+module here and its implementation in ``worker/unlearning/methods/``."""
+
+from app.core.methods import (  # noqa: F401  (imported to register)
+    adversarial,
+    exact,
+    finetune,
+    l1_sparse,
+    neggrad_plus,
+    random_label,
+    ssd,
+    unsir,
+)

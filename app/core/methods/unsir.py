@@ -1,0 +1,74 @@
+"""UNSIR (Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023).
+
+Zero-glance class forgetting, following the paper's code:
+
+1. **Noise**: for every forgotten class ``c`` learn an error-maximising noise batch ``N_c``
+   (``noise_batch_size`` samples, in the model's normalised input space, model frozen in eval
+   mode) by minimising ``-CE(model(N_c), c) + noise_reg * mean_i(sum(N_c[i] ** 2))`` with Adam.
+2. **Impair**: train (one epoch, high learning rate) on the noise, labelled ``c`` and repeated
+   ``noise_repeats`` times, mixed with a small retain subset (``retain_per_class`` samples of
+   every retained class).
+3. **Repair**: train (one epoch, lower learning rate) on the retain subset alone.
+
+It never reads the forget images or labels (callers may pass empty tensors).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from app.core.methods.base import MethodConfig, MethodSpec, Runner, Target
+from app.core.methods.registry import register
+
+
+class UnsirConfig(MethodConfig):
+    """Defaults: the paper's schedule (one impair epoch at twice the repair learning rate, one
+    repair epoch) sized for the small CNNs this service trains on a CPU. The learning rates come
+    from ``python -m bench.unsir_sweep``; the noise batch and retain subset were then doubled
+    because with the smaller ones a small dataset could lose most of a retained class
+    (``python -m bench.unsir_robustness``). The paper's own values, for a ResNet-18 on a GPU
+    (impair_lr 0.02, repair_lr 0.01, larger noise and retain sets), cost these small models
+    15-25 points of retained accuracy (README, class-forgetting table)."""
+
+    noise_batch_size: int = Field(128, ge=1, le=65536, description="noise samples per class")
+    noise_epochs: int = Field(3, ge=1, le=1000)
+    noise_steps: int = Field(4, ge=1, le=1000, description="Adam steps per noise epoch")
+    noise_lr: float = Field(0.1, gt=0)
+    noise_reg: float = Field(
+        0.1, ge=0, description="weight of the noise's mean squared l2 norm in its loss"
+    )
+    noise_repeats: int = Field(
+        4, ge=1, le=10000, description="copies of each noise batch in the impair data"
+    )
+    retain_per_class: int = Field(
+        200, ge=1, description="retain samples per retained class (clipped to what exists)"
+    )
+    batch_size: int = Field(64, ge=2, le=65536)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1, description="used by sgd only")
+    weight_decay: float = Field(0.0, ge=0)
+    impair_lr: float = Field(0.002, gt=0)
+    impair_epochs: int = Field(1, ge=1, le=100)
+    repair_lr: float = Field(0.001, gt=0)
+    repair_epochs: int = Field(1, ge=1, le=100)
+
+
+SPEC = register(
+    MethodSpec(
+        name="unsir",
+        summary=(
+            "UNSIR (zero-glance): learn an error-maximising noise batch per forgotten class, "
+            "impair (one epoch at a high learning rate on the noise, labelled with its class, "
+            "plus a small retain subset), then repair (one epoch on the retain subset). Never "
+            "reads the forget images. Not exact."
+        ),
+        paper="Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023",
+        targets=frozenset({Target.CLASSES}),
+        runner=Runner.MODEL,
+        exact=False,
+        config_model=UnsirConfig,
+        reads_forget_images=False,
+    )
+)

@@ -1,0 +1,9 @@
+"""Namespaces of the model store, shared by the API (which stores uploaded weights) and the
+worker (which writes checkpoints and report artifacts)."""
+
+from __future__ import annotations
+
+CHECKPOINTS = "checkpoints"
+"""Constituent checkpoints, keyed by their content chain key."""
+IMPORTS = "imports"
+"""Uploaded state_dict bytes waiting for the import task to turn them into a checkpoint."""
