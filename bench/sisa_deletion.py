@@ -9,8 +9,8 @@ What it measures, with S shards and R slices (defaults S=5, R=4):
 1. Deletion. For every slice position k = 1..R it deletes one training file that sits in slice k
    with method `sisa`, then another file in slice k with method `retrain`, and compares the wall
    times with the sample-pass prediction S * R(R+1) / ((R-k+1)(R+k)) (S * 3R/(2R+1) on average
-   over positions). Wall time is split into phases (planning, decoding, training, evaluation,
-   audit, erasing) by wrapping the worker's flow functions, so a miss can be attributed.
+   over positions). Wall time is split into the phases the service records on each request
+   (queued, claim, retrain per shard, evaluation, audit, erasure), so a miss can be attributed.
 2. Throughput. SISA training sample passes per second against a plain PyTorch loop written here
    (one tensor of all images, manual batches, the same SGD recipe and model) running the same
    number of sample passes.
@@ -28,10 +28,9 @@ import logging
 import random
 import statistics
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,80 +65,16 @@ QUICK = Scale(train_per_class=100, test_per_class=40, epochs_per_slice=2)
 
 
 # --- phase timing -------------------------------------------------------------------------------
-
-
-@dataclass
-class PhaseClock:
-    """Inclusive wall time per phase path ("train_shard/decode"), summed over calls.
-
-    Flow functions are looked up as module attributes when the tasks call them, so replacing
-    the attribute is enough to time them without touching the service's code.
-    """
-
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    stack: list[str] = field(default_factory=list)
-    wrapped: list[str] = field(default_factory=list)
-
-    def wrap(self, module: Any, attr: str, phase: str) -> None:
-        original = getattr(module, attr, None)
-        if original is None:  # the flows are being reworked elsewhere; time what exists
-            return
-
-        @functools.wraps(original)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            path = "/".join([*self.stack, phase])
-            self.stack.append(phase)
-            began = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[path] += time.perf_counter() - began
-                self.calls[path] += 1
-                self.stack.pop()
-
-        setattr(module, attr, timed)
-        self.wrapped.append(f"{module.__name__}.{attr}")
-
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.calls.clear()
-
-    def snapshot(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in sorted(self.seconds.items())}
-
-    def top_level(self) -> float:
-        return sum(v for k, v in self.seconds.items() if "/" not in k)
-
-
-def instrument() -> PhaseClock:
-    from worker import audit_step
-    from worker.flows import deletion, forgetting_metrics, training
-
-    clock = PhaseClock()
-    clock.wrap(deletion, "start_batch", "plan")
-    clock.wrap(training, "train_shard", "train_shard")
-    clock.wrap(training, "load_tensors", "decode")
-    clock.wrap(training, "finalize_version", "finalize")
-    clock.wrap(training, "evaluate_version", "evaluate")
-    clock.wrap(training, "load_constituents", "load_constituents")
-    clock.wrap(forgetting_metrics, "forgetting_metrics", "forgetting_metrics")
-    clock.wrap(deletion, "complete_batch", "complete")
-    clock.wrap(audit_step, "publish_report", "audit")
-    clock.wrap(deletion, "erase_samples", "erase")
-    clock.wrap(deletion, "purge_superseded_checkpoints", "purge_checkpoints")
-    clock.wrap(deletion, "purge_dataset_cache", "purge_cache")
-    return clock
+# The service records each request's phases itself (`timings` on the request); the benchmark
+# reads them from the API rather than timing the worker's functions from outside.
 
 
 @contextmanager
-def measured(clock: PhaseClock, quiet_s: float) -> Iterator[dict[str, Any]]:
-    """Phases and machine contention of one measured step."""
+def measured(quiet_s: float) -> Iterator[dict[str, Any]]:
+    """Machine contention of one measured step."""
     record: dict[str, Any] = {"waited_for_quiet_s": round(wait_quiet(quiet_s), 1)}
-    clock.reset()
     with contention(record):
         yield record
-    record["phases"] = clock.snapshot()
 
 
 # --- the service side ---------------------------------------------------------------------------
@@ -188,9 +123,9 @@ def version_metrics(service: Service, model_id: int, number: int) -> dict[str, A
 
 
 def delete_one(
-    service: Service, clock: PhaseClock, model_id: int, rel_path: str, method: str, quiet_s: float
+    service: Service, model_id: int, rel_path: str, method: str, quiet_s: float
 ) -> dict[str, Any]:
-    with measured(clock, quiet_s) as record:
+    with measured(quiet_s) as record:
         request, took = service.forget(
             {"model": model_id, "filenames": [rel_path], "method": method}
         )
@@ -207,11 +142,11 @@ def delete_one(
         retrained_shards=cost["retrained_shards"],
         restart_slices=[a["restart_slice"] for a in plan.get("affected_shards", [])],
         planner_speedup=plan.get("predicted_speedup"),
-        worker_s=clock.top_level(),
+        phases=request["timings"],
     )
-    # What is left of the wall time outside the worker's flows: the HTTP request (validation,
-    # resolving the name, persisting the request, sending to the broker) and the status GET.
-    record["api_s"] = took - record["worker_s"]
+    # What is left of the wall time outside the request's own record: the HTTP calls
+    # (validation, resolving the name, persisting, sending to the broker, the status GET).
+    record["api_s"] = took - request["timings"]["total_s"]
     return record
 
 
@@ -415,14 +350,13 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
     n_train = train_images.shape[0]
     warm_up()
     with in_process_service(WORK / "home", device="cpu") as service:
-        clock = instrument()
         dataset = service.register_dataset(data, "cifar10-bench")
         classes: list[str] = dataset["classes"]
         if classes != sorted(classes):
             raise RuntimeError(f"class order {classes} differs from the plain loop's")
 
         # 1. SISA training.
-        with measured(clock, quiet_s) as training:
+        with measured(quiet_s) as training:
             model, train_wall = service.train_model(
                 model_spec(
                     "cifar-sisa",
@@ -450,9 +384,9 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
         for k in range(1, SLICES + 1):
             candidates = [row for row in current_manifest(model["id"]) if row[2] == k - 1]
             (sisa_file, shard, _), (retrain_file, _, _) = rng.sample(candidates, 2)
-            sisa = delete_one(service, clock, model["id"], sisa_file, "sisa", quiet_s)
+            sisa = delete_one(service, model["id"], sisa_file, "sisa", quiet_s)
             sisa["shard"] = shard
-            retrain = delete_one(service, clock, model["id"], retrain_file, "retrain", quiet_s)
+            retrain = delete_one(service, model["id"], retrain_file, "retrain", quiet_s)
             if sisa["restart_slices"] != [k - 1]:
                 raise RuntimeError(f"slice {k}: sisa plan restarted at {sisa['restart_slices']}")
             deletions.append({"slice": k, "sisa": sisa, "retrain": retrain})
@@ -468,7 +402,7 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
 
         # 3. One model on all the data with the same budget of sample passes, via the service.
         mono_epochs = max(1, round(sisa_passes / n_train))
-        with measured(clock, quiet_s) as mono:
+        with measured(quiet_s) as mono:
             mono_model, mono_wall = service.train_model(
                 model_spec("cifar-mono", dataset["id"], shards=1, slices=1, epochs=mono_epochs)
             )
@@ -591,7 +525,7 @@ def summarise(
         else None
     )
     passes = training["sample_passes"]
-    shard_wall = training["phases"].get("train_shard", training["train_s"])
+    shard_wall = training["train_s"]
     throughput = {
         "sisa_sample_passes": passes,
         "plain_sample_passes": plain["sample_passes"],
@@ -662,21 +596,14 @@ def summarise(
 
 
 def breakdown(run: dict[str, Any]) -> dict[str, float]:
-    """Where one deletion's wall time went, in disjoint parts that add up to the wall time."""
-    phases: dict[str, float] = run["phases"]
-    decode_train = phases.get("train_shard/decode", 0.0)
-    decode_eval = phases.get("finalize/evaluate/decode", 0.0)
-    evaluate = phases.get("finalize/evaluate", 0.0)
-    return {
-        "api": run["api_s"],
-        "plan": phases.get("plan", 0.0),
-        "decode": decode_train + decode_eval,
-        "train_loops": run["train_s"],
-        "train_shard_other": phases.get("train_shard", 0.0) - decode_train - run["train_s"],
-        "evaluate": evaluate - decode_eval,
-        "finalize_other": phases.get("finalize", 0.0) - evaluate,
-        "complete": phases.get("complete", 0.0),
-    }
+    """Where one deletion's wall time went, from the request's recorded phase timings."""
+    phases: dict[str, Any] = run["phases"]
+    recorded = ("queued_s", "claim_s", "evaluation_s", "audit_s", "erasure_s")
+    parts = {name.removesuffix("_s"): float(phases.get(name, 0.0)) for name in recorded}
+    parts["retrain"] = float(sum(phases.get("retrain_s", {}).values()))
+    parts["other_worker"] = float(phases.get("total_s", 0.0)) - sum(parts.values())
+    parts["api"] = run["api_s"]
+    return parts
 
 
 def _num(value: float | None) -> str:

@@ -1,5 +1,5 @@
 """Checkpoint and artifact storage: content-keyed blobs with atomic writes."""
 
-from models_store.store import ArtifactStore, LocalStore, open_store
+from models_store.store import LocalStore
 
-__all__ = ["ArtifactStore", "LocalStore", "open_store"]
+__all__ = ["LocalStore"]

@@ -13,16 +13,8 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
 
 _KEY_PATTERN = re.compile(r"^[0-9a-f]{16,128}$")
-
-
-class ArtifactStore(Protocol):
-    def put(self, namespace: str, key: str, data: bytes) -> str: ...
-    def get(self, namespace: str, key: str) -> bytes: ...
-    def exists(self, namespace: str, key: str) -> bool: ...
-    def delete(self, namespace: str, key: str) -> bool: ...
 
 
 class LocalStore:
@@ -72,7 +64,3 @@ class LocalStore:
         except FileNotFoundError:
             return False
         return True
-
-
-def open_store(root: Path) -> LocalStore:
-    return LocalStore(root)

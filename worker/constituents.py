@@ -8,12 +8,11 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.store_namespaces import CHECKPOINTS
 from app.db.models import Checkpoint, Model, ModelVersion
 from models_store import LocalStore
 from worker.training.architectures import build_model
 from worker.training.trainer import load_checkpoint, seed_everything
-
-CHECKPOINTS = "checkpoints"
 
 
 def derived_seed(*parts: int) -> int:

@@ -80,10 +80,10 @@ def train_shard(version_id: int, shard: int) -> None:
 @celery_app.task(name=TASK_UNLEARN_SHARD)
 def unlearn_shard(version_id: int, shard: int) -> None:
     """Run an approximate unlearning method on one constituent."""
-    from worker.flows import class_forgetting
+    from worker.flows import approximate
 
     try:
-        done = class_forgetting.unlearn_shard(version_id, shard)
+        done = approximate.unlearn_shard(version_id, shard)
     except Exception as exc:
         _fail(version_id, exc)
         return
@@ -161,10 +161,10 @@ def sweep() -> dict[str, int]:
 @celery_app.task(name=TASK_IMPORT_MODEL)
 def import_model(version_id: int) -> None:
     """Validate, convert and evaluate the weights of a model registered by import."""
-    from worker.flows import class_forgetting
+    from worker.flows import model_import
 
     try:
-        class_forgetting.import_model(version_id)
+        model_import.import_model(version_id)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         log.error("imported version %s failed: %s", version_id, reason)

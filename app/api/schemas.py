@@ -128,6 +128,11 @@ class DeletionOut(BaseModel):
     method_config: dict[str, Any]
     target: dict[str, Any]
     external_id: str | None
+    timings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="seconds per phase, recorded as each ends: queued_s, claim_s, retrain_s "
+        "(per changed shard), evaluation_s, audit_s, erasure_s, total_s",
+    )
     base_version: int | None
     result_version: int | None
     report_url: str | None

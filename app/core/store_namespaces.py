@@ -7,3 +7,6 @@ CHECKPOINTS = "checkpoints"
 """Constituent checkpoints, keyed by their content chain key."""
 IMPORTS = "imports"
 """Uploaded state_dict bytes waiting for the import task to turn them into a checkpoint."""
+METHOD_RESULTS = "method_results"
+"""Method-specific results of an approximate run (losses, discriminator score, ...), keyed like
+the checkpoint they produced."""

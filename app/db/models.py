@@ -28,6 +28,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def new_uuid() -> str:
     return str(uuid.uuid4())
 
@@ -240,6 +245,9 @@ class DeletionRequest(Base):
     base_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     result_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # Seconds per phase (queued, claim, retrain per shard, evaluation, audit, erasure, total),
+    # written by the worker as each phase ends: see worker.flows.timings.
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
 from app.db.models import (
-    OPEN_REQUEST_STATES,
     DeletionRequest,
     DeletionTarget,
     Model,
@@ -272,7 +271,3 @@ def target_hashes(session: Session, request_id: str) -> list[str]:
             .where(DeletionTarget.request_id == request_id)
         ).all()
     )
-
-
-def is_open(request: DeletionRequest) -> bool:
-    return request.status in OPEN_REQUEST_STATES

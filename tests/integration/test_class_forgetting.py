@@ -13,6 +13,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from app.core.store_namespaces import METHOD_RESULTS
 from app.db.models import (
     Checkpoint,
     DeletionTarget,
@@ -25,7 +26,6 @@ from app.db.models import (
 from app.db.session import session_scope
 from tests.conftest import make_subset
 from worker.constituents import CHECKPOINTS
-from worker.flows.class_forgetting import METHOD_RESULTS
 from worker.flows.common import store
 
 PROBLEM = "application/problem+json"

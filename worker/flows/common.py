@@ -10,7 +10,7 @@ import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.db.models import Model
+from app.db.models import Model, as_utc
 from app.settings import Settings, get_settings
 from models_store import LocalStore
 from worker.device import resolve_device
@@ -25,9 +25,7 @@ def now() -> datetime:
 def is_stale(moment: datetime | None, seconds: float) -> bool:
     if moment is None:
         return True
-    if moment.tzinfo is None:  # SQLite returns naive datetimes
-        moment = moment.replace(tzinfo=UTC)
-    return now() - moment > timedelta(seconds=seconds)
+    return now() - as_utc(moment) > timedelta(seconds=seconds)
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,14 @@ from app.db.models import (
     SampleState,
     Tombstone,
     VersionStatus,
+    as_utc,
 )
 from app.db.session import session_scope
 from app.services.versions import create_child_version
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS
 from worker.flows.common import log, now, store, touch_model
+from worker.flows.timings import add_phase, finish, stopwatch
 from worker.samples import purge_dataset_cache
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
@@ -114,6 +117,7 @@ def start_batch(model_id: int) -> int | None:
 
     Returns the id of the version to train, or None when there is nothing to do here.
     """
+    began = time.perf_counter()
     with session_scope() as session:
         token = claim_model(session, model_id)
         if token is None:
@@ -151,6 +155,9 @@ def start_batch(model_id: int) -> int | None:
                 **plan.to_dict(),
                 "coalesced_with": sorted(r.id for r in requests if r.id != request.id),
             }
+            waited = now() - as_utc(request.created_at)
+            add_phase(request, "queued_s", round(waited.total_seconds(), 4))
+            add_phase(request, "claim_s", round(time.perf_counter() - began, 4))
         log.info(
             "model %s: %s request(s) coalesced into version %s, %s shard(s) to retrain",
             model_id,
@@ -262,7 +269,10 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             request = session.merge(request)
             version = session.merge(version)
             if audit is not None:
-                audit(session, request, version)
+                with stopwatch() as audit_time:
+                    audit(session, request, version)
+                add_phase(request, "audit_s", audit_time["s"])
+    erasure_began = time.perf_counter()
     with session_scope() as session:
         erased: list[int] = []
         for request in requests:
@@ -282,6 +292,10 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         assert model is not None
         purge_dataset_cache(get_settings(), model.dataset_id)
         model.active_batch = None
+        for request in requests:
+            request = session.merge(request)
+            add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))
+            finish(request)
         log.info(
             "model %s version %s: %s request(s) completed, %s old checkpoints purged",
             model.id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,21 +12,30 @@ from sqlalchemy.orm import Session
 
 from app.db.models import (
     Checkpoint,
-    Dataset,
     ManifestEntry,
     Model,
     ModelStatus,
     ModelVersion,
     Sample,
-    SampleState,
     ShardStatus,
     VersionShard,
     VersionStatus,
 )
 from app.db.session import session_scope
+from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
-from worker.flows.common import device, is_stale, log, now, store, touch_model
+from worker.evaluation.forgetting import forgetting_metrics
+from worker.flows.common import device, log, now, store, touch_model
+from worker.flows.shards import (
+    ShardProgress,
+    claim_shard,
+    detach,
+    mark_shard_done,
+    update_checkpoint,
+    update_shard,
+)
+from worker.flows.timings import add_batch_phase, retrain_seconds, stopwatch
 from worker.samples import SampleRow, load_tensors, sample_rows
 from worker.training.evaluate import accuracy_summary, aggregate, predict_proba
 from worker.training.trainer import (
@@ -36,8 +45,6 @@ from worker.training.trainer import (
     make_optimizer,
     train_epochs,
 )
-
-PROGRESS_EVERY_S = 2.0
 
 
 def shards_to_train(session: Session, version_id: int) -> list[int]:
@@ -68,126 +75,59 @@ def _shard_samples(
     return per_slice
 
 
-class _ProgressWriter:
-    """Throttled progress writes, so a fast loop is not slowed down by the database."""
+@dataclass(frozen=True)
+class TrainingJob:
+    """What a shard's training needs, read before the (long) run."""
 
-    def __init__(self, version_id: int, model_id: int, shard: int) -> None:
-        self.key = (version_id, shard)
-        self.model_id = model_id
-        self.last = 0.0
+    version_id: int
+    shard: int
+    model: Model
+    keys: list[str]
+    """Checkpoint key of each slice."""
+    per_slice: list[list[SampleRow]]
+    restart: int
 
-    def for_slice(self, slice_: int) -> Callable[[int, int], None]:
-        return lambda done, total: self(slice_, done, total)
 
-    def __call__(self, slice_: int, done: int, total: int) -> None:
-        moment = time.monotonic()
-        if moment - self.last < PROGRESS_EVERY_S and done < total:
-            return
-        self.last = moment
-        with session_scope() as session:
-            session.execute(
-                update(VersionShard)
-                .where(VersionShard.version_id == self.key[0], VersionShard.shard == self.key[1])
-                .values(current_slice=slice_, slice_fraction=done / max(total, 1), updated_at=now())
-            )
-            touch_model(session, self.model_id)
+def _claim_training(version_id: int, shard: int) -> TrainingJob | bool:
+    with session_scope() as session:
+        claim = claim_shard(session, version_id, shard, activity="trained")
+        if isinstance(claim, bool):
+            return claim
+        model = claim.model
+        slices = model.recipe.slices
+        checkpoints = session.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.version_id == version_id, Checkpoint.shard == shard)
+            .order_by(Checkpoint.slice)
+        ).all()
+        job = TrainingJob(
+            version_id=version_id,
+            shard=shard,
+            model=model,
+            keys=[c.key for c in checkpoints],
+            per_slice=_shard_samples(session, version_id, shard, slices),
+            restart=claim.state.restart_slice,
+        )
+        detach(session, model)
+    return job
 
 
 def train_shard(version_id: int, shard: int) -> bool:
     """Train one constituent of a version from its restart slice. True when it is done."""
-    settings = get_settings()
-    with session_scope() as session:
-        state = session.get(VersionShard, (version_id, shard))
-        version = session.get(ModelVersion, version_id)
-        if state is None or version is None or version.status == VersionStatus.FAILED:
-            return False
-        if state.status == ShardStatus.DONE:
-            return True
-        if state.status == ShardStatus.RUNNING and not is_stale(
-            state.updated_at, settings.stale_task_after_s
-        ):
-            log.info("version %s shard %s is being trained elsewhere", version_id, shard)
-            return False
-        model = session.get(Model, version.model_id)
-        assert model is not None
-        dataset = session.get(Dataset, model.dataset_id)
-        assert dataset is not None
-        model.dataset = dataset
-        slices = model.recipe.slices
-        checkpoints = list(
-            session.scalars(
-                select(Checkpoint)
-                .where(Checkpoint.version_id == version_id, Checkpoint.shard == shard)
-                .order_by(Checkpoint.slice)
-            ).all()
-        )
-        per_slice = _shard_samples(session, version_id, shard, slices)
-        state.status = ShardStatus.RUNNING
-        state.updated_at = now()
-        restart = state.restart_slice
-        config = model.recipe
-        session.expunge(model)
-        session.expunge(dataset)
-    keys = [c.key for c in checkpoints]
+    job = _claim_training(version_id, shard)
+    if isinstance(job, bool):
+        return job
     blob_store = store()
     # Resume from the latest reusable checkpoint actually present in the store: if one was
     # lost, retrain from further back rather than trust a record.
-    start = restart
-    while start > 0 and not blob_store.exists(CHECKPOINTS, keys[start - 1]):
+    start = job.restart
+    while start > 0 and not blob_store.exists(CHECKPOINTS, job.keys[start - 1]):
         start -= 1
-    recipe = Recipe(**config.training.model_dump())
-    dev = device(settings)
-    net = fresh_constituent(model, shard).to(dev)
-    optimizer = make_optimizer(net, recipe)
-    if start > 0:
-        load_checkpoint(blob_store.get(CHECKPOINTS, keys[start - 1]), net, optimizer, dev)
-    flat = [row for rows in per_slice for row in rows]
-    images, labels = load_tensors(settings, dataset, flat, config.image_size)
-    bounds = [0]
-    for rows in per_slice:
-        bounds.append(bounds[-1] + len(rows))
-    progress = _ProgressWriter(version_id, model.id, shard)
-    trained = 0
     began = time.perf_counter()
-    for slice_ in range(start, slices):
-        end = bounds[slice_ + 1]  # cumulative: slice r trains on slices 0..r
-        train_epochs(
-            net,
-            optimizer,
-            images[:end],
-            labels[:end],
-            epochs=config.epochs_per_slice,
-            batch_size=recipe.batch_size,
-            seed=derived_seed(config.seed, shard, slice_),
-            device=dev,
-            on_batch=progress.for_slice(slice_),
-        )
-        trained += end * config.epochs_per_slice
-        artifact = blob_store.put(CHECKPOINTS, keys[slice_], checkpoint_bytes(net, optimizer))
-        with session_scope() as session:
-            session.execute(
-                update(Checkpoint)
-                .where(
-                    Checkpoint.version_id == version_id,
-                    Checkpoint.shard == shard,
-                    Checkpoint.slice == slice_,
-                )
-                .values(reused=False, artifact_sha256=artifact, created_at=now())
-            )
-            session.execute(
-                update(VersionShard)
-                .where(VersionShard.version_id == version_id, VersionShard.shard == shard)
-                .values(
-                    current_slice=slice_ + 1,
-                    slice_fraction=0.0,
-                    samples_trained=trained,
-                    train_seconds=time.perf_counter() - began,
-                    updated_at=now(),
-                )
-            )
-            touch_model(session, model.id)
+    trained = _train_slices(job, start, began)
+    slices = job.model.recipe.slices
     with session_scope() as session:
-        if start < restart:
+        if start < job.restart:
             session.execute(
                 update(Checkpoint)
                 .where(
@@ -197,16 +137,13 @@ def train_shard(version_id: int, shard: int) -> bool:
                 )
                 .values(reused=False)
             )
-        session.execute(
-            update(VersionShard)
-            .where(VersionShard.version_id == version_id, VersionShard.shard == shard)
-            .values(
-                status=ShardStatus.DONE,
-                restart_slice=start,
-                train_seconds=time.perf_counter() - began,
-                samples_trained=trained,
-                updated_at=now(),
-            )
+        mark_shard_done(
+            session,
+            version_id,
+            shard,
+            restart_slice=start,
+            train_seconds=time.perf_counter() - began,
+            samples_trained=trained,
         )
     log.info(
         "version %s shard %s trained slices %s..%s (%s sample passes)",
@@ -217,6 +154,63 @@ def train_shard(version_id: int, shard: int) -> bool:
         trained,
     )
     return True
+
+
+def _train_slices(job: TrainingJob, start: int, began: float) -> int:
+    """Train slices ``start..`` (slice r on slices 0..r), checkpointing after each; returns the
+    sample passes made."""
+    settings = get_settings()
+    recipe = job.model.recipe
+    blob_store = store()
+    dev = device(settings)
+    net = fresh_constituent(job.model, job.shard).to(dev)
+    training = Recipe(**recipe.training.model_dump())
+    optimizer = make_optimizer(net, training)
+    if start > 0:
+        load_checkpoint(blob_store.get(CHECKPOINTS, job.keys[start - 1]), net, optimizer, dev)
+    flat = [row for rows in job.per_slice for row in rows]
+    images, labels = load_tensors(settings, job.model.dataset, flat, recipe.image_size)
+    bounds = [0]
+    for rows in job.per_slice:
+        bounds.append(bounds[-1] + len(rows))
+    progress = ShardProgress(job.version_id, job.model.id, job.shard)
+    trained = 0
+    for slice_ in range(start, recipe.slices):
+        end = bounds[slice_ + 1]  # cumulative: slice r trains on slices 0..r
+        train_epochs(
+            net,
+            optimizer,
+            images[:end],
+            labels[:end],
+            epochs=recipe.epochs_per_slice,
+            batch_size=training.batch_size,
+            seed=derived_seed(recipe.seed, job.shard, slice_),
+            device=dev,
+            on_batch=progress.batches_of(slice_),
+        )
+        trained += end * recipe.epochs_per_slice
+        artifact = blob_store.put(CHECKPOINTS, job.keys[slice_], checkpoint_bytes(net, optimizer))
+        with session_scope() as session:
+            update_checkpoint(
+                session,
+                job.version_id,
+                job.shard,
+                slice_,
+                reused=False,
+                artifact_sha256=artifact,
+                created_at=now(),
+            )
+            update_shard(
+                session,
+                job.version_id,
+                job.shard,
+                current_slice=slice_ + 1,
+                slice_fraction=0.0,
+                samples_trained=trained,
+                train_seconds=time.perf_counter() - began,
+            )
+            touch_model(session, job.model.id)
+    return trained
 
 
 def claim_finalization(session: Session, version_id: int) -> bool:
@@ -237,16 +231,7 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
     constituent, plus the cost of building the version."""
     settings = get_settings()
     dataset = model.dataset
-    test_ids = session.scalars(
-        select(Sample.id)
-        .where(
-            Sample.dataset_id == dataset.id,
-            Sample.split == "test",
-            Sample.state == SampleState.ACTIVE,
-        )
-        .order_by(Sample.sha256)
-    ).all()
-    rows = sample_rows(session, test_ids)
+    rows = sample_rows(session, active_test_ids(session, dataset.id))
     images, labels = load_tensors(settings, dataset, rows, model.recipe.image_size)
     dev = device(settings)
     constituents = load_constituents(session, store(), model, version, dev)
@@ -289,13 +274,16 @@ def finalize_version(version_id: int) -> ModelVersion | None:
         assert version is not None
         model = session.get(Model, version.model_id)
         assert model is not None
-        metrics = evaluate_version(session, model, version)
+        with stopwatch() as evaluation:
+            metrics = evaluate_version(session, model, version)
+            if version.reason == "deletion":
+                forgetting = forgetting_metrics(session, model, version)
+                if forgetting is not None:
+                    metrics["forgetting"] = forgetting
         if version.reason == "deletion":
-            from worker.flows.forgetting_metrics import forgetting_metrics
-
-            forgetting = forgetting_metrics(session, model, version)
-            if forgetting is not None:
-                metrics["forgetting"] = forgetting
+            retrained = retrain_seconds(session, version.id, model.recipe.slices)
+            add_batch_phase(session, version.id, "retrain_s", retrained)
+            add_batch_phase(session, version.id, "evaluation_s", evaluation["s"])
         version.metrics = metrics
         version.status = VersionStatus.READY
         version.completed_at = now()

@@ -147,10 +147,6 @@ def cosine_schedule(
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
 
 
-def param_snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
 def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 

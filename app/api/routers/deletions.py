@@ -54,6 +54,7 @@ def deletion_out(session: SessionDep, request: DeletionRequest) -> DeletionOut:
             "samples": request.plan.get("samples"),
         },
         external_id=request.external_id,
+        timings=request.timings or {},
         base_version=numbers.get(request.base_version_id),
         result_version=numbers.get(request.result_version_id),
         report_url=f"/v1/deletion-requests/{request.id}/report" if has_report else None,

@@ -19,6 +19,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.store_namespaces import METHOD_RESULTS
 from app.db.models import (
     DeletionRequest,
     DeletionTarget,
@@ -28,10 +29,11 @@ from app.db.models import (
     Sample,
     SampleState,
     VersionShard,
+    as_utc,
 )
+from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.constituents import derived_seed, final_checkpoints, load_constituents
-from worker.flows.class_forgetting import METHOD_RESULTS
 from worker.flows.common import device, log, now, store
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import aggregate, predict_proba
@@ -176,16 +178,7 @@ def _forget_train(
 
 def _test_split(session: Session, model: Model) -> tuple[torch.Tensor, torch.Tensor]:
     """The active test images, in the order evaluate_version uses (its decoded cache is hit)."""
-    ids = session.scalars(
-        select(Sample.id)
-        .where(
-            Sample.dataset_id == model.dataset_id,
-            Sample.split == "test",
-            Sample.state == SampleState.ACTIVE,
-        )
-        .order_by(Sample.sha256)
-    ).all()
-    rows = sample_rows(session, list(ids))
+    rows = sample_rows(session, active_test_ids(session, model.dataset_id))
     return load_tensors(get_settings(), model.dataset, rows, model.recipe.image_size)
 
 
@@ -335,9 +328,7 @@ def _cost(session: Session, model: Model, version: ModelVersion) -> dict[str, An
         .order_by(VersionShard.shard)
     ).all()
     worked = [s for s in shards if s.restart_slice < model.recipe.slices]
-    started = version.started_at
-    if started.tzinfo is None:  # SQLite hands back naive UTC datetimes
-        started = started.replace(tzinfo=now().tzinfo)
+    started = as_utc(version.started_at)
     exact = _is_exact(version.method)
     return {
         "wall_time_s": (now() - started).total_seconds(),

@@ -1,0 +1,1 @@
+"""Queries that several services and flows share, one module per aggregate."""

@@ -1,0 +1,1 @@
+"""Measuring models: what a new version forgot and kept, against its parent."""
