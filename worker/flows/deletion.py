@@ -266,17 +266,19 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
     for request in requests:
         with session_scope() as session:
             touch_model(session, version.model_id)  # an audit is live work, not a stalled batch
-            request = session.merge(request)
+            live = session.get(DeletionRequest, request.id)
+            assert live is not None
             version = session.merge(version)
             if audit is not None:
                 with stopwatch() as audit_time:
-                    audit(session, request, version)
-                add_phase(request, "audit_s", audit_time["s"])
+                    audit(session, live, version)
+                add_phase(live, "audit_s", audit_time["s"])
     erasure_began = time.perf_counter()
     with session_scope() as session:
         erased: list[int] = []
-        for request in requests:
-            request = session.merge(request)
+        # Re-read, not merge: the detached copies hold the state from before the audits.
+        current = [session.get(DeletionRequest, r.id) for r in requests]
+        for request in (r for r in current if r is not None):
             erased.extend(
                 session.scalars(
                     select(DeletionTarget.sample_id).where(DeletionTarget.request_id == request.id)
@@ -292,8 +294,7 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         assert model is not None
         purge_dataset_cache(get_settings(), model.dataset_id)
         model.active_batch = None
-        for request in requests:
-            request = session.merge(request)
+        for request in (r for r in current if r is not None):
             add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))
             finish(request)
         log.info(
