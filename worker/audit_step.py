@@ -81,6 +81,7 @@ __all__ = [
 MAX_MEMBERS = 500
 MAX_NONMEMBERS = 300
 MAX_RETAIN = 100
+# Bootstrap resamples behind every attack's 95 % intervals.
 N_BOOTSTRAP = 200
 # Key of the PostgreSQL advisory lock that serialises appends to the deployment's report chain.
 CHAIN_LOCK_ID = 0x666F7267  # "forg"
@@ -599,108 +600,17 @@ def _accuracy(stage: _Stage | None, labels: np.ndarray, part: slice) -> float | 
 # --------------------------------------------------------------------------- membership inference
 
 
-def _roc(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ROC curve exactly as ``sklearn.metrics.roc_curve`` draws it (same thresholds, same
-    dropped collinear points), without its per-call input validation."""
-    order = np.argsort(scores, kind="mergesort")[::-1]
-    s, t = scores[order], y[order].astype(np.float64)
-    ends = np.r_[np.where(np.diff(s))[0], t.size - 1]
-    tps = np.cumsum(t)[ends]
-    fps = 1.0 + ends - tps
-    if fps.size > 2:
-        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        tps, fps = tps[keep], fps[keep]
-    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    return fps / fps[-1], tps / tps[-1]
-
-
-def _fast_metrics(scores: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """AUC, advantage and TPR at FPR <= 1 %, as :mod:`worker.audit.mia` defines them."""
-    fpr, tpr = _roc(scores, y)
-    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-    low = fpr <= 0.01 + 1e-12
-    return auc, float(np.max(tpr - fpr)), float(tpr[low].max()) if low.any() else 0.0
-
-
-def _with_bootstrap(
-    result: mia.AttackResult, members: np.ndarray, nonmembers: np.ndarray, seed: int
-) -> mia.AttackResult:
-    """Add bootstrap intervals to a result computed with ``n_bootstrap=0``.
-
-    Same resampling as :mod:`worker.audit.mia` (members and non-members separately, the same
-    seeded draws, 95 % percentile intervals) but about fifty times faster: sklearn's input
-    checks dominate a bootstrap of a few hundred small ROC curves.
-    """
-    rng = np.random.default_rng(seed)
-    n_m, n_n = members.size, nonmembers.size
-    y = np.r_[np.ones(n_m, dtype=int), np.zeros(n_n, dtype=int)]
-    draws = np.empty((N_BOOTSTRAP, 3))
-    for i in range(N_BOOTSTRAP):
-        bm = members[rng.integers(0, n_m, n_m)]
-        bn = nonmembers[rng.integers(0, n_n, n_n)]
-        draws[i] = _fast_metrics(np.concatenate([bm, bn]), y)
-    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
-    result.auc_ci = (float(lo[0]), float(hi[0]))
-    result.advantage_ci = (float(lo[1]), float(hi[1]))
-    result.tpr_ci = (float(lo[2]), float(hi[2]))
-    result.details = {**result.details, "n_bootstrap": N_BOOTSTRAP}
-    result.interpretation = mia.interpret_attack(result)
-    return result
-
-
-def _loss_attack(m: np.ndarray, n: np.ndarray, seed: int) -> mia.AttackResult:
-    result = mia.loss_threshold_attack(m, n, n_bootstrap=0, seed=seed)
-    return _with_bootstrap(result, -m, -n, seed)
-
-
-def _lr_attack(m: np.ndarray, n: np.ndarray, seed: int) -> mia.AttackResult:
-    """:func:`worker.audit.mia.logistic_regression_attack`, with the fast bootstrap.
-
-    The out-of-fold scores are computed once with the attack's own recipe (StandardScaler +
-    balanced LogisticRegression, stratified K-fold, same seed); the metrics come from the
-    module's threshold evaluation of those scores, so every number equals the module's (the
-    integration tests compare the two).
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if min(len(m), len(n)) < 2:
-        raise ValueError(
-            "the logistic-regression attack needs at least 2 members and 2 non-members"
-        )
-    x = np.vstack([m, n])
-    y = np.r_[np.ones(len(m), dtype=int), np.zeros(len(n), dtype=int)]
-    folds = max(2, min(5, len(m), len(n)))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    model = make_pipeline(
-        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000)
-    )
-    scores = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
-    own, others = scores[: len(m)], scores[len(m) :]
-    # The threshold attack scores -input: hand it -P(member), so a high P(member) is a member.
-    result = mia.loss_threshold_attack(-own, -others, n_bootstrap=0, seed=seed)
-    result.attack = "logistic_regression"
-    result.details = {
-        "folds": folds,
-        "score": "out-of-fold P(member)",
-        "features": list(mia.FEATURE_NAMES),
-        "n_bootstrap": 0,
-        "seed": seed,
-    }
-    return _with_bootstrap(result, own, others, seed)
-
-
 def _attacks(
     stage: _Stage, sets: _EvalSets, seed: int, notes: list[str], label: str
 ) -> dict[str, mia.AttackResult]:
     forget, test = sets.part("forget"), sets.part("test")
     features = mia.features_from_proba(stage.mean, sets.labels)
+    fm, fn = features[forget], features[test]
+    options: dict[str, Any] = {"n_bootstrap": N_BOOTSTRAP, "seed": seed}
     results: dict[str, mia.AttackResult] = {}
     runs = (
-        ("loss_threshold", lambda: _loss_attack(features[forget, 0], features[test, 0], seed)),
-        ("logistic_regression", lambda: _lr_attack(features[forget], features[test], seed)),
+        ("loss_threshold", lambda: mia.loss_threshold_attack(fm[:, 0], fn[:, 0], **options)),
+        ("logistic_regression", lambda: mia.logistic_regression_attack(fm, fn, **options)),
     )
     for name, run in runs:
         try:
