@@ -113,7 +113,7 @@ class PhaseClock:
 
 
 def instrument() -> PhaseClock:
-    from worker import audit_step
+    from worker.audit import publish
     from worker.flows import deletion, forgetting_metrics, training
 
     clock = PhaseClock()
@@ -125,7 +125,7 @@ def instrument() -> PhaseClock:
     clock.wrap(training, "load_constituents", "load_constituents")
     clock.wrap(forgetting_metrics, "forgetting_metrics", "forgetting_metrics")
     clock.wrap(deletion, "complete_batch", "complete")
-    clock.wrap(audit_step, "publish_report", "audit")
+    clock.wrap(publish, "publish_report", "audit")
     clock.wrap(deletion, "erase_samples", "erase")
     clock.wrap(deletion, "purge_superseded_checkpoints", "purge_checkpoints")
     clock.wrap(deletion, "purge_dataset_cache", "purge_cache")

@@ -24,8 +24,8 @@ from app.audit.verify import verify_file
 from app.db.models import AuditReport, Checkpoint, ManifestEntry, ModelVersion, Sample
 from app.db.session import session_scope
 from tests.conftest import CACHE, SHARED_DATASETS
-from worker import audit_step
-from worker.audit_step import compute_lineage
+from worker.audit import publish as audit_publish
+from worker.audit.lineage import compute_lineage
 
 FORGETD = Path(sys.executable).parent / "forgetd"
 
@@ -553,13 +553,13 @@ def test_concurrent_publishers_keep_one_chain(backend: str, request, monkeypatch
     request.getfixturevalue(backend)
     ids = _bare_requests(4)
     key = signing_key(get_settings())
-    real_seal = audit_step.seal_report
+    real_seal = audit_publish.seal_report
 
     def slow_seal(*args: Any, **kwargs: Any) -> dict:
         time.sleep(0.4)
         return real_seal(*args, **kwargs)
 
-    monkeypatch.setattr(audit_step, "seal_report", slow_seal)
+    monkeypatch.setattr(audit_publish, "seal_report", slow_seal)
     start = threading.Barrier(len(ids))
     errors: list[BaseException] = []
 
@@ -569,7 +569,7 @@ def test_concurrent_publishers_keep_one_chain(backend: str, request, monkeypatch
             with session_scope() as session:
                 row = session.get(DeletionRequest, request_id)
                 assert row is not None
-                audit_step._append(session, row, {"n": request_id}, key, {})
+                audit_publish.append_report(session, row, {"n": request_id}, key, {})
         except BaseException as exc:  # reported below; a thread cannot fail the test itself
             errors.append(exc)
 
