@@ -27,9 +27,9 @@ from app.db.models import (
     ModelVersion,
     Sample,
     SampleState,
-    VersionShard,
 )
 from app.settings import get_settings
+from worker.audit.cost import shard_work
 from worker.constituents import derived_seed, final_checkpoints, load_constituents
 from worker.flows.class_forgetting import METHOD_RESULTS
 from worker.flows.common import device, log, now, store
@@ -329,22 +329,17 @@ def _relearn(
 
 
 def _cost(session: Session, model: Model, version: ModelVersion) -> dict[str, Any]:
-    shards = session.scalars(
-        select(VersionShard)
-        .where(VersionShard.version_id == version.id)
-        .order_by(VersionShard.shard)
-    ).all()
-    worked = [s for s in shards if s.restart_slice < model.config["slices"]]
+    work = shard_work(session, version.id, model.config["slices"])
     started = version.started_at
     if started.tzinfo is None:  # SQLite hands back naive UTC datetimes
         started = started.replace(tzinfo=now().tzinfo)
     exact = _is_exact(version.method)
     return {
         "wall_time_s": (now() - started).total_seconds(),
-        "compute_seconds": sum(s.train_seconds for s in shards),
-        "slowest_constituent_seconds": max((s.train_seconds for s in shards), default=0.0),
-        "constituents_changed": [s.shard for s in worked],
-        "samples_touched": sum(s.samples_trained for s in shards),
+        "compute_seconds": work.train_seconds,
+        "slowest_constituent_seconds": work.slowest_shard_seconds,
+        "constituents_changed": work.retrained_shards,
+        "samples_touched": work.sample_passes,
         "samples_touched_unit": (
             "sample passes (samples x epochs) of the retraining"
             if exact
