@@ -59,9 +59,9 @@ class _HookTimer:
         self.seconds: list[float] = []
 
     def install(self) -> None:
-        import worker.audit_step as audit_step
+        import worker.audit.publish as publish
 
-        inner: Callable[..., None] = audit_step.publish_report
+        inner: Callable[..., None] = publish.publish_report
 
         def timed(*args: Any) -> None:
             began = time.perf_counter()
@@ -71,7 +71,7 @@ class _HookTimer:
                 self.seconds.append(time.perf_counter() - began)
 
         # worker.tasks looks the hook up by name on every batch, so the wrapper is picked up.
-        audit_step.publish_report = timed  # type: ignore[assignment]
+        publish.publish_report = timed  # type: ignore[assignment]
 
 
 def _victims(root: Path, fraction: float, seed: int) -> list[str]:

@@ -23,7 +23,7 @@ from worker.flows.sweep import find_stalled_work
 
 
 def _audit_hook() -> deletion.AuditHook | None:
-    from worker.audit_step import publish_report
+    from worker.audit.publish import publish_report
 
     return publish_report
 

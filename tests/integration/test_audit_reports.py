@@ -24,8 +24,8 @@ from app.audit.verify import verify_file
 from app.db.models import AuditReport, Checkpoint, ManifestEntry, ModelVersion, Sample
 from app.db.session import session_scope
 from tests.conftest import CACHE, SHARED_DATASETS
-from worker import audit_step
-from worker.audit_step import compute_lineage
+from worker.audit import publish as audit_publish
+from worker.audit.lineage import compute_lineage
 
 FORGETD = Path(sys.executable).parent / "forgetd"
 
@@ -553,13 +553,13 @@ def test_concurrent_publishers_keep_one_chain(backend: str, request, monkeypatch
     request.getfixturevalue(backend)
     ids = _bare_requests(4)
     key = signing_key(get_settings())
-    real_seal = audit_step.seal_report
+    real_seal = audit_publish.seal_report
 
     def slow_seal(*args: Any, **kwargs: Any) -> dict:
         time.sleep(0.4)
         return real_seal(*args, **kwargs)
 
-    monkeypatch.setattr(audit_step, "seal_report", slow_seal)
+    monkeypatch.setattr(audit_publish, "seal_report", slow_seal)
     start = threading.Barrier(len(ids))
     errors: list[BaseException] = []
 
@@ -569,7 +569,7 @@ def test_concurrent_publishers_keep_one_chain(backend: str, request, monkeypatch
             with session_scope() as session:
                 row = session.get(DeletionRequest, request_id)
                 assert row is not None
-                audit_step._append(session, row, {"n": request_id}, key, {})
+                audit_publish.append_report(session, row, {"n": request_id}, key, {})
         except BaseException as exc:  # reported below; a thread cannot fail the test itself
             errors.append(exc)
 
@@ -585,29 +585,3 @@ def test_concurrent_publishers_keep_one_chain(backend: str, request, monkeypatch
     assert len(chain) == len(ids)
     assert chain[0]["integrity"]["previous_sha256"] is None
     assert verify_chain(chain) == []  # one line: every report links to the one before it
-
-
-# --------------------------------------------------------------------------- fast attack path
-
-
-@pytest.mark.parametrize(("members", "nonmembers"), [(12, 48), (40, 40), (60, 300), (3, 7)])
-def test_fast_attack_path_equals_the_reference_attacks(
-    members: int, nonmembers: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The audit bootstraps with its own vectorised ROC code and fits the logistic-regression
-    attack once; every number must equal worker.audit.mia's own implementation."""
-    import numpy as np
-
-    from worker.audit import mia
-
-    rng = np.random.default_rng(members * 1000 + nonmembers)
-    proba = rng.dirichlet(np.ones(4) * 0.5, size=members + nonmembers)
-    labels = rng.integers(0, 4, members + nonmembers)
-    features = mia.features_from_proba(proba, labels)
-    m, n = features[:members], features[members:]
-    n_boot = 50
-    monkeypatch.setattr(audit_step, "N_BOOTSTRAP", n_boot)
-    expected = mia.loss_threshold_attack(m[:, 0], n[:, 0], n_bootstrap=n_boot, seed=11)
-    assert audit_step._loss_attack(m[:, 0], n[:, 0], 11).to_dict() == expected.to_dict()
-    expected = mia.logistic_regression_attack(m, n, n_bootstrap=n_boot, seed=11)
-    assert audit_step._lr_attack(m, n, 11).to_dict() == expected.to_dict()

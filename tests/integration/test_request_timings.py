@@ -33,3 +33,9 @@ def test_a_completed_request_shows_its_phase_timings(sqlite_service, tiny_datase
     assert all(seconds > 0 for seconds in timings["retrain_s"].values())
     parts = timings["claim_s"] + timings["evaluation_s"] + timings["audit_s"]
     assert parts + sum(timings["retrain_s"].values()) <= timings["total_s"] + 1e-6
+    # The audit report's cost section carries the same record.
+    report = service.client.get(f"/v1/deletion-requests/{done['id']}/report").json()
+    phases = report["report"]["cost"]["phases"] if "report" in report else report["cost"]["phases"]
+    assert phases["retrain_s"] == timings["retrain_s"]
+    assert phases["claim_s"] == timings["claim_s"]
+    assert phases["audit_s"] >= 0

@@ -12,17 +12,16 @@ import pydantic
 import pytest
 
 from app.audit.integrity import SigningKey, seal_report, verify_envelope
+from app.sisa.manifest import sample_set_sha256
 from worker.audit.builder import (
-    LineageConstituent,
     build_plots,
     build_report_body,
-    cost_section,
-    lineage_section,
     mia_section,
     prediction_distribution,
-    sample_set_sha256,
 )
+from worker.audit.cost import cost_section
 from worker.audit.html import render_report_html
+from worker.audit.lineage import LineageConstituent, lineage_section
 from worker.audit.mia import loss_threshold_attack, reference_model_test
 
 PNG = b"\x89PNG\r\n\x1a\n"

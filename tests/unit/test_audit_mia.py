@@ -80,6 +80,24 @@ def test_loss_threshold_is_seeded_and_handles_edge_cases() -> None:
     json.dumps(r.to_dict(), allow_nan=False)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loss_threshold_metrics_follow_sklearn_roc(seed: int) -> None:
+    """The attack's own ROC code gives sklearn's curve, AUC and advantage, ties included."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(seed)
+    members = np.round(rng.exponential(0.5, 80), 1)  # rounding makes many tied losses
+    nonmembers = np.round(rng.exponential(1.0, 150), 1)
+    r = loss_threshold_attack(members, nonmembers, n_bootstrap=0)
+    y = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]
+    scores = -np.r_[members, nonmembers]
+    fpr, tpr, _ = roc_curve(y, scores)
+    assert r.auc == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert r.advantage == pytest.approx(float(np.max(tpr - fpr)), abs=1e-12)
+    assert r.roc["fpr"] == [round(float(v), 6) for v in fpr]
+    assert r.roc["tpr"] == [round(float(v), 6) for v in tpr]
+
+
 def test_features_from_proba() -> None:
     proba = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
     labels = np.array([0, 0, 2])

@@ -1,6 +1,7 @@
 """Assemble the audit report body (and its figures) from plain inputs.
 
-Pure functions: no database, no torch, no files. A worker typically does::
+Pure functions: no database, no torch, no files. With the lineage and cost sections of
+:mod:`worker.audit.lineage` and :mod:`worker.audit.cost`, a worker typically does::
 
     lineage = lineage_section([LineageConstituent.from_samples(...), ...], deleted, exact=True)
     mia = mia_section(
@@ -22,139 +23,21 @@ matplotlib is imported only when :func:`build_plots` runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from app.audit.schema import ReportBody
-from app.sisa.manifest import sample_set_sha256  # the one convention the checkpoint records use
 from worker.audit.mia import AttackResult
 
 __all__ = [
-    "LineageConstituent",
     "build_plots",
     "build_report_body",
-    "cost_section",
-    "lineage_section",
     "mia_section",
     "prediction_distribution",
-    "sample_set_sha256",
 ]
-
-
-# --------------------------------------------------------------------------- lineage
-
-
-@dataclass
-class LineageConstituent:
-    """What one constituent (shard model) of the new version was trained on."""
-
-    shard: int
-    sample_set_sha256: str
-    n_samples: int
-    retrained_from_slice: int | None
-    reused_checkpoints: list[str] = field(default_factory=list)
-    new_checkpoints: list[str] = field(default_factory=list)
-    contains_deleted: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_samples(
-        cls,
-        shard: int,
-        sample_hashes: Iterable[str],
-        deleted_hashes: Iterable[str],
-        *,
-        retrained_from_slice: int | None = None,
-        reused_checkpoints: Sequence[str] = (),
-        new_checkpoints: Sequence[str] = (),
-    ) -> LineageConstituent:
-        """Recompute hash, size and the intersection with the deleted set from the manifest's
-        sample hashes of this constituent (all slices it was trained on)."""
-        samples = {h.lower() for h in sample_hashes}
-        deleted = {h.lower() for h in deleted_hashes}
-        return cls(
-            shard=int(shard),
-            sample_set_sha256=sample_set_sha256(samples),
-            n_samples=len(samples),
-            retrained_from_slice=retrained_from_slice,
-            reused_checkpoints=list(reused_checkpoints),
-            new_checkpoints=list(new_checkpoints),
-            contains_deleted=sorted(samples & deleted),
-        )
-
-
-def lineage_section(
-    constituents: list[LineageConstituent],
-    deleted_hashes: list[str],
-    *,
-    exact: bool,
-) -> dict:
-    """The lineage proof.
-
-    For an exact method, ``verified`` is True only when at least one constituent is listed and
-    none contains a deleted hash; ``status`` is "verified" or "failed" and ``violations`` lists
-    (shard, hash) pairs that break the proof. Approximate methods get ``exact: False``,
-    ``verified: False``, ``status: "not_applicable"`` and a statement that they carry no lineage
-    proof.
-    """
-    deleted = sorted({h.lower() for h in deleted_hashes})
-    if not exact:
-        return {
-            "exact": False,
-            "verified": False,
-            "status": "not_applicable",
-            "statement": (
-                "This unlearning method is approximate, carries no lineage proof: the model was "
-                "modified after training on the deleted data rather than rebuilt without it. "
-                "Its effect is measured in the efficacy and membership-inference sections."
-            ),
-            "deleted_sample_count": len(deleted),
-        }
-    cons = sorted(constituents, key=lambda c: c.shard)
-    violations = [
-        {"shard": c.shard, "sample_sha256": h} for c in cons for h in sorted(c.contains_deleted)
-    ]
-    verified = bool(cons) and not violations
-    retrained = [c for c in cons if c.retrained_from_slice is not None]
-    n_reused = sum(len(c.reused_checkpoints) for c in cons)
-    n_new = sum(len(c.new_checkpoints) for c in cons)
-    if verified:
-        statement = (
-            f"Verified: the sample sets of all {len(cons)} constituent model(s), recomputed from "
-            f"the manifest, contain none of the {len(deleted)} deleted sample hash(es). "
-            f"{len(retrained)} shard(s) were retrained from the checkpoint before the first "
-            f"affected slice; {n_reused} checkpoint(s) trained without the deleted data were "
-            "reused unchanged."
-        )
-    elif not cons:
-        statement = "Failed: no constituent was listed, so nothing proves the lineage."
-    else:
-        shards = sorted({c.shard for c in cons if c.contains_deleted})
-        statement = (
-            f"FAILED: {len(violations)} deleted sample hash(es) are still in the training set of "
-            f"constituent(s) for shard(s) {', '.join(map(str, shards))}."
-        )
-    out_constituents = []
-    for c in cons:
-        d = asdict(c)
-        d["contains_deleted"] = sorted(c.contains_deleted)
-        out_constituents.append(d)
-    return {
-        "exact": True,
-        "verified": verified,
-        "status": "verified" if verified else "failed",
-        "statement": statement,
-        "deleted_sample_count": len(deleted),
-        "constituents": out_constituents,
-        "retrained_shards": [c.shard for c in retrained],
-        "retrained_from_slice": {str(c.shard): c.retrained_from_slice for c in retrained},
-        "n_reused_checkpoints": n_reused,
-        "n_new_checkpoints": n_new,
-        "violations": violations,
-    }
 
 
 # --------------------------------------------------------------------------- membership inference
@@ -285,35 +168,6 @@ def mia_section(
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def cost_section(
-    *,
-    wall_time_s: float | None,
-    samples_retrained: int | None,
-    full_retrain_samples: int | None,
-    shards_retrained: int | None = None,
-    slices_retrained: int | None = None,
-    full_retrain_wall_time_s_estimate: float | None = None,
-    device: str | None = None,
-) -> dict:
-    """Cost section; ``speedup`` = full-retrain samples / samples retrained (or the wall-time
-    ratio when sample counts are missing), None when it cannot be computed."""
-    speedup: float | None = None
-    if samples_retrained and full_retrain_samples:
-        speedup = full_retrain_samples / samples_retrained
-    elif wall_time_s and full_retrain_wall_time_s_estimate:
-        speedup = full_retrain_wall_time_s_estimate / wall_time_s
-    return {
-        "wall_time_s": wall_time_s,
-        "samples_retrained": samples_retrained,
-        "shards_retrained": shards_retrained,
-        "slices_retrained": slices_retrained,
-        "full_retrain_samples": full_retrain_samples,
-        "full_retrain_wall_time_s_estimate": full_retrain_wall_time_s_estimate,
-        "speedup": speedup,
-        "device": device,
-    }
 
 
 def prediction_distribution(

@@ -28,11 +28,11 @@ from app.db.models import (
     ModelVersion,
     Sample,
     SampleState,
-    VersionShard,
     as_utc,
 )
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
+from worker.audit.cost import shard_work
 from worker.constituents import derived_seed, final_checkpoints, load_constituents
 from worker.flows.common import device, log, now, store
 from worker.samples import load_tensors, sample_rows
@@ -322,20 +322,15 @@ def _relearn(
 
 
 def _cost(session: Session, model: Model, version: ModelVersion) -> dict[str, Any]:
-    shards = session.scalars(
-        select(VersionShard)
-        .where(VersionShard.version_id == version.id)
-        .order_by(VersionShard.shard)
-    ).all()
-    worked = [s for s in shards if s.restart_slice < model.recipe.slices]
+    work = shard_work(session, version.id, model.recipe.slices)
     started = as_utc(version.started_at)
     exact = _is_exact(version.method)
     return {
         "wall_time_s": (now() - started).total_seconds(),
-        "compute_seconds": sum(s.train_seconds for s in shards),
-        "slowest_constituent_seconds": max((s.train_seconds for s in shards), default=0.0),
-        "constituents_changed": [s.shard for s in worked],
-        "samples_touched": sum(s.samples_trained for s in shards),
+        "compute_seconds": work.train_seconds,
+        "slowest_constituent_seconds": work.slowest_shard_seconds,
+        "constituents_changed": work.retrained_shards,
+        "samples_touched": work.sample_passes,
         "samples_touched_unit": (
             "sample passes (samples x epochs) of the retraining"
             if exact

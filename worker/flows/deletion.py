@@ -40,7 +40,7 @@ CLAIMABLE = (RequestStatus.RECEIVED, RequestStatus.QUEUED)
 COALESCIBLE_METHODS = {"sisa", "retrain"}
 
 # Called with (session, request, version) after retraining and before the data is erased, so
-# the audit can still measure the forgotten samples. Set by worker.audit_step.
+# the audit can still measure the forgotten samples. Set by worker.audit.publish.
 AuditHook = Callable[[Session, DeletionRequest, ModelVersion], None]
 
 

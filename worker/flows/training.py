@@ -24,6 +24,7 @@ from app.db.models import (
 from app.db.session import session_scope
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
+from worker.audit.cost import shard_work
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
@@ -240,11 +241,7 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
     classes = dataset.classes
     retired = {classes.index(c) for c in version.retired_classes}
     keep = torch.tensor([int(y) not in retired for y in labels], dtype=torch.bool)
-    shards = session.scalars(
-        select(VersionShard)
-        .where(VersionShard.version_id == version.id)
-        .order_by(VersionShard.shard)
-    ).all()
+    work = shard_work(session, version.id, model.recipe.slices)
     return {
         "test": accuracy_summary(ensemble.argmax(1), labels, classes),
         "test_retained_classes": accuracy_summary(ensemble[keep].argmax(1), labels[keep], classes)
@@ -258,9 +255,9 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
             for i, p in enumerate(probas)
         ],
         "cost": {
-            "train_seconds": sum(s.train_seconds for s in shards),
-            "sample_passes": sum(s.samples_trained for s in shards),
-            "retrained_shards": [s.shard for s in shards if s.restart_slice < model.recipe.slices],
+            "train_seconds": work.train_seconds,
+            "sample_passes": work.sample_passes,
+            "retrained_shards": work.retrained_shards,
         },
     }
 
