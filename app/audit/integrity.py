@@ -360,6 +360,11 @@ def verify_envelope(envelope: dict, public_pem: str) -> list[str]:
     except (ValueError, binascii.Error, UnicodeEncodeError):
         problems.append("signature is not valid base64")
         return problems
+    # A decoder ignores the unused low bits of the last base64 digit, so two spellings can carry
+    # one signature: only the canonical one is accepted, or an edit to the file could go unseen.
+    if base64.b64encode(signature).decode("ascii") != sig_text:
+        problems.append("signature is not in canonical base64")
+        return problems
     try:
         public_key.verify(signature, payload)
     except InvalidSignature:

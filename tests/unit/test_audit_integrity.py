@@ -227,3 +227,22 @@ def test_audit_package_imports_no_numpy_or_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_signature_respelled_in_its_unused_base64_bits_is_refused():
+    import base64
+
+    from app.audit.integrity import SigningKey, seal_report, verify_envelope
+
+    key = SigningKey.generate()
+    envelope = seal_report({"n": 1}, previous_sha256=None, key=key)
+    text = envelope["integrity"]["signature"]
+    assert text.endswith("==")  # 64 bytes: the last digit before the padding has 2 unused bits
+    last = text[-3]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    respelled = alphabet[alphabet.index(last) ^ 1]
+    changed = text[:-3] + respelled + "=="
+    assert base64.b64decode(changed) == base64.b64decode(text)  # same bytes, other spelling
+    tampered = {**envelope, "integrity": {**envelope["integrity"], "signature": changed}}
+    assert verify_envelope(envelope, key.public_pem()) == []
+    assert verify_envelope(tampered, key.public_pem()) != []
