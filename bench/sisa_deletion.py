@@ -1,4 +1,4 @@
-"""Benchmark of the SISA spine on CIFAR-10 (issue 2): deletion speed-up, training throughput and
+"""Benchmark of the SISA spine on CIFAR-10: deletion speed-up, training throughput and
 ensemble accuracy, all measured in one run of the in-process service.
 
     .venv/bin/python -m bench.sisa_deletion            # the full run (~10-15 min on 2 CPU cores)
@@ -23,46 +23,44 @@ Results go to bench/results/sisa_deletion.json (or sisa_deletion_quick.json) via
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import random
 import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.harness import (
-    PROJECT_ROOT,
     Service,
     contention,
     in_process_service,
-    subset,
     wait_quiet,
     write_result,
 )
-
-WORK = PROJECT_ROOT / ".cache" / "bench" / "sisa_deletion"
-SHARDS = 5
-SLICES = 4
-IMAGE_SIZE = 32  # CIFAR-10's own size: no resampling in the timed paths
-RECIPE = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
-
-
-@dataclass(frozen=True)
-class Scale:
-    train_per_class: int
-    test_per_class: int
-    epochs_per_slice: int
-
-
-FULL = Scale(train_per_class=800, test_per_class=200, epochs_per_slice=4)
-QUICK = Scale(train_per_class=100, test_per_class=40, epochs_per_slice=2)
-
+from bench.sisa_report import summarise, table
+from bench.sisa_setup import (
+    FULL,
+    IMAGE_SIZE,
+    QUICK,
+    RECIPE,
+    SHARDS,
+    SLICES,
+    WORK,
+    Scale,
+    bench_data,
+    parameters,
+)
+from bench.sisa_throughput import (
+    PlainLoop,
+    accuracy,
+    decode_split,
+    interleaved_throughput,
+    run_throughput,
+    warm_up,
+)
 
 # --- phase timing -------------------------------------------------------------------------------
 # The service records each request's phases itself (`timings` on the request); the benchmark
@@ -150,196 +148,95 @@ def delete_one(
     return record
 
 
-# --- the plain loop -----------------------------------------------------------------------------
-
-
-def decode_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of a split, classes in sorted order (as the service indexes them)."""
-    from worker.training.data import load_images
-
-    paths: list[Path] = []
-    labels: list[int] = []
-    classes = sorted(d.name for d in (root / split).iterdir() if d.is_dir())
-    for index, name in enumerate(classes):
-        for path in sorted((root / split / name).iterdir()):
-            paths.append(path)
-            labels.append(index)
-    images = load_images(paths, image_size=IMAGE_SIZE, channels=3)
-    return images, torch.tensor(labels, dtype=torch.int64)
-
-
-class PlainLoop:
-    """A plain PyTorch loop: all images in one float tensor, shuffled manual batches, SGD.
-
-    `run(passes)` trains until that many samples went through the model (the last epoch
-    partial), so it can match exactly the work of the SISA training it is compared with; the
-    model and optimizer carry over between calls.
-    """
-
-    def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-        from worker.training.architectures import build_model
-
-        torch.manual_seed(0)
-        self.net = build_model(
-            "small_cnn", num_classes=num_classes, in_channels=3, image_size=IMAGE_SIZE
-        )
-        self.optimizer = torch.optim.SGD(
-            self.net.parameters(),
-            lr=RECIPE["lr"],
-            momentum=RECIPE["momentum"],
-            weight_decay=RECIPE["weight_decay"],
-        )
-        # Normalised once, outside the timed loop: the most favourable plain baseline.
-        self.inputs = images_u8.float().div(127.5).sub(1.0)
-        self.targets = labels.long()
-
-    def run(self, sample_passes: int) -> float:
-        n, batch = self.inputs.shape[0], int(RECIPE["batch_size"])
-        done = 0
-        self.net.train()
-        began = time.perf_counter()
-        while done < sample_passes:
-            order = torch.randperm(n)[: sample_passes - done]
-            for idx in order.split(batch):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.cross_entropy(
-                    self.net(self.inputs[idx]), self.targets[idx]
-                )
-                loss.backward()
-                self.optimizer.step()
-            done += order.numel()
-        return time.perf_counter() - began
-
-
-def _slice_training(
-    net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images_u8: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    epochs: int,
-    seed: int,
-) -> float:
-    """One SISA slice-training as `train_shard` runs it, minus the store and the database."""
-    from worker.training.trainer import checkpoint_bytes, train_epochs
-
-    began = time.perf_counter()
-    train_epochs(
-        net,
-        optimizer,
-        images_u8,
-        labels,
-        epochs=epochs,
-        batch_size=int(RECIPE["batch_size"]),
-        seed=seed,
-        device=torch.device("cpu"),
-    )
-    checkpoint_bytes(net, optimizer)
-    return time.perf_counter() - began
-
-
-def interleaved_throughput(
-    images_u8: torch.Tensor, labels: torch.Tensor, *, epochs_per_slice: int, num_classes: int
-) -> dict[str, Any]:
-    """SISA's training work against the plain loop, alternated slice by slice.
-
-    The service-level comparison trains SISA and the plain loop minutes apart; on a machine
-    shared with other jobs the load differs between the two and swamps the difference being
-    measured. Here each SISA slice-training (the service's own `train_epochs` on the shard's
-    cumulative slices, then serialising the checkpoint as `train_shard` does) is followed or
-    preceded (alternately, to cancel drift) by the plain loop running the same sample passes,
-    so both sides see the same load. It leaves out what only the service does (decoding, the
-    store, the database), which the service-level figures include.
-    """
-    from worker.training.architectures import build_model
-    from worker.training.trainer import Recipe, make_optimizer
-
-    recipe = Recipe(**RECIPE)  # type: ignore[arg-type]
-    plain = PlainLoop(images_u8, labels, num_classes)
-    order = torch.randperm(images_u8.shape[0], generator=torch.Generator().manual_seed(0))
-    sisa_s = plain_s = 0.0
-    passes = 0
-    record: dict[str, Any] = {}
-    with contention(record):
-        for shard, members in enumerate(order.chunk(SHARDS)):
-            torch.manual_seed(shard)
-            net = build_model(
-                "small_cnn", num_classes=num_classes, in_channels=3, image_size=IMAGE_SIZE
-            )
-            optimizer = make_optimizer(net, recipe)
-            x, y = images_u8[members], labels[members]
-            for slice_ in range(SLICES):
-                end = len(members) * (slice_ + 1) // SLICES  # cumulative slices
-                work = end * epochs_per_slice
-
-                step = functools.partial(
-                    _slice_training,
-                    net,
-                    optimizer,
-                    x[:end],
-                    y[:end],
-                    epochs=epochs_per_slice,
-                    seed=shard * SLICES + slice_,
-                )
-                if (shard * SLICES + slice_) % 2 == 0:
-                    sisa_s += step()
-                    plain_s += plain.run(work)
-                else:
-                    plain_s += plain.run(work)
-                    sisa_s += step()
-                passes += work
-    return {
-        "sample_passes_each": passes,
-        "epochs_per_slice": epochs_per_slice,
-        "sisa_s": sisa_s,
-        "plain_s": plain_s,
-        "sisa_passes_per_s": passes / sisa_s,
-        "plain_passes_per_s": passes / plain_s,
-        "ratio": plain_s / sisa_s,
-        **record,
-    }
-
-
-@torch.no_grad()
-def accuracy(net: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor) -> float:
-    net.eval()
-    correct = 0
-    for x, y in zip(images_u8.split(512), labels.split(512), strict=True):
-        correct += int((net(x.float().div(127.5).sub(1.0)).argmax(1) == y).sum())
-    return correct / labels.numel()
-
-
-def warm_up() -> None:
-    """A few steps first, so one-time kernel set-up is charged to neither side."""
-    from worker.training.architectures import build_model
-
-    net = build_model("small_cnn", num_classes=10, in_channels=3, image_size=IMAGE_SIZE)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    x, y = torch.randn(64, 3, IMAGE_SIZE, IMAGE_SIZE), torch.randint(0, 10, (64,))
-    for _ in range(10):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        optimizer.step()
-
-
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def predicted_speedup(k: int) -> float:
-    from app.sisa.planner import predicted_sisa_speedup
-
-    return predicted_sisa_speedup(SHARDS, SLICES, k)
-
-
-def bench_data(scale: Scale, seed: int) -> Path:
-    """The seeded CIFAR-10 subset, a private copy the service may erase files from."""
-    return subset(
-        "cifar10",
-        WORK / "data",
-        train_per_class=scale.train_per_class,
-        test_per_class=scale.test_per_class,
-        seed=seed,
+def train_sisa(
+    service: Service, dataset_id: int, scale: Scale, quiet_s: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SISA model trained through the service: the model and its training record."""
+    with measured(quiet_s) as training:
+        model, train_wall = service.train_model(
+            model_spec(
+                "cifar-sisa",
+                dataset_id,
+                shards=SHARDS,
+                slices=SLICES,
+                epochs=scale.epochs_per_slice,
+            )
+        )
+    sisa_metrics = model["metrics"]
+    training.update(
+        wall_s=train_wall,
+        train_s=sisa_metrics["cost"]["train_seconds"],
+        sample_passes=int(sisa_metrics["cost"]["sample_passes"]),
+        test_accuracy=sisa_metrics["test"]["accuracy"],
+        constituent_accuracy=statistics.fmean(
+            c["test_accuracy"] for c in sisa_metrics["constituents"]
+        ),
     )
+    return model, training
+
+
+def delete_per_slice(
+    service: Service, model_id: int, seed: int, quiet_s: float
+) -> list[dict[str, Any]]:
+    """One sisa and one retrain deletion per slice position, on distinct files."""
+    rng = random.Random(seed)
+    deletions: list[dict[str, Any]] = []
+    for k in range(1, SLICES + 1):
+        candidates = [row for row in current_manifest(model_id) if row[2] == k - 1]
+        (sisa_file, shard, _), (retrain_file, _, _) = rng.sample(candidates, 2)
+        sisa = delete_one(service, model_id, sisa_file, "sisa", quiet_s)
+        sisa["shard"] = shard
+        retrain = delete_one(service, model_id, retrain_file, "retrain", quiet_s)
+        if sisa["restart_slices"] != [k - 1]:
+            raise RuntimeError(f"slice {k}: sisa plan restarted at {sisa['restart_slices']}")
+        deletions.append({"slice": k, "sisa": sisa, "retrain": retrain})
+        print(
+            f"slice {k}: sisa {sisa['wall_s']:.1f}s (train {sisa['train_s']:.1f}s), "
+            f"retrain {retrain['wall_s']:.1f}s (train {retrain['train_s']:.1f}s); "
+            f"other processes' CPU share {sisa.get('foreign_cpu')}, "
+            f"{retrain.get('foreign_cpu')}",
+            flush=True,
+        )
+    return deletions
+
+
+def train_mono(service: Service, dataset_id: int, epochs: int, quiet_s: float) -> dict[str, Any]:
+    """One model on all the data through the service (shards=1, slices=1)."""
+    with measured(quiet_s) as mono:
+        mono_model, mono_wall = service.train_model(
+            model_spec("cifar-mono", dataset_id, shards=1, slices=1, epochs=epochs)
+        )
+    mono.update(
+        wall_s=mono_wall,
+        epochs=epochs,
+        train_s=mono_model["metrics"]["cost"]["train_seconds"],
+        sample_passes=mono_model["metrics"]["cost"]["sample_passes"],
+        test_accuracy=mono_model["metrics"]["test"]["accuracy"],
+    )
+    return mono
+
+
+def run_plain_loop(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    sample_passes: int,
+    quiet_s: float,
+) -> dict[str, Any]:
+    """The plain loop on the same data and model, for the same number of sample passes."""
+    plain: dict[str, Any] = {"waited_for_quiet_s": round(wait_quiet(quiet_s), 1)}
+    loop = PlainLoop(*train, num_classes)
+    with contention(plain):
+        plain_s = loop.run(sample_passes)
+    plain.update(
+        loop_s=plain_s,
+        sample_passes=sample_passes,
+        test_accuracy=accuracy(loop.net, *test),
+    )
+    return plain
 
 
 def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
@@ -354,326 +251,33 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
         classes: list[str] = dataset["classes"]
         if classes != sorted(classes):
             raise RuntimeError(f"class order {classes} differs from the plain loop's")
-
-        # 1. SISA training.
-        with measured(quiet_s) as training:
-            model, train_wall = service.train_model(
-                model_spec(
-                    "cifar-sisa",
-                    dataset["id"],
-                    shards=SHARDS,
-                    slices=SLICES,
-                    epochs=scale.epochs_per_slice,
-                )
-            )
-        sisa_metrics = model["metrics"]
-        sisa_passes = int(sisa_metrics["cost"]["sample_passes"])
-        training.update(
-            wall_s=train_wall,
-            train_s=sisa_metrics["cost"]["train_seconds"],
-            sample_passes=sisa_passes,
-            test_accuracy=sisa_metrics["test"]["accuracy"],
-            constituent_accuracy=statistics.fmean(
-                c["test_accuracy"] for c in sisa_metrics["constituents"]
-            ),
-        )
-
-        # 2. Deletions, one sisa and one retrain per slice position, on distinct files.
-        rng = random.Random(seed)
-        deletions: list[dict[str, Any]] = []
-        for k in range(1, SLICES + 1):
-            candidates = [row for row in current_manifest(model["id"]) if row[2] == k - 1]
-            (sisa_file, shard, _), (retrain_file, _, _) = rng.sample(candidates, 2)
-            sisa = delete_one(service, model["id"], sisa_file, "sisa", quiet_s)
-            sisa["shard"] = shard
-            retrain = delete_one(service, model["id"], retrain_file, "retrain", quiet_s)
-            if sisa["restart_slices"] != [k - 1]:
-                raise RuntimeError(f"slice {k}: sisa plan restarted at {sisa['restart_slices']}")
-            deletions.append({"slice": k, "sisa": sisa, "retrain": retrain})
-            print(
-                f"slice {k}: sisa {sisa['wall_s']:.1f}s (train {sisa['train_s']:.1f}s), "
-                f"retrain {retrain['wall_s']:.1f}s (train {retrain['train_s']:.1f}s); "
-                f"other processes' CPU share {sisa.get('foreign_cpu')}, "
-                f"{retrain.get('foreign_cpu')}",
-                flush=True,
-            )
+        model, training = train_sisa(service, dataset["id"], scale, quiet_s)
+        sisa_passes = training["sample_passes"]
+        deletions = delete_per_slice(service, model["id"], seed, quiet_s)
         final_model = service.client.get(f"/v1/models/{model['id']}").json()
         training["final_accuracy"] = final_model["metrics"]["test"]["accuracy"]
-
-        # 3. One model on all the data with the same budget of sample passes, via the service.
+        # The same budget of sample passes as the SISA training.
         mono_epochs = max(1, round(sisa_passes / n_train))
-        with measured(quiet_s) as mono:
-            mono_model, mono_wall = service.train_model(
-                model_spec("cifar-mono", dataset["id"], shards=1, slices=1, epochs=mono_epochs)
-            )
-        mono.update(
-            wall_s=mono_wall,
-            epochs=mono_epochs,
-            train_s=mono_model["metrics"]["cost"]["train_seconds"],
-            sample_passes=mono_model["metrics"]["cost"]["sample_passes"],
-            test_accuracy=mono_model["metrics"]["test"]["accuracy"],
-        )
+        mono = train_mono(service, dataset["id"], mono_epochs, quiet_s)
 
-    # 4. The plain loop on the same data and model, for the same number of sample passes.
-    plain: dict[str, Any] = {"waited_for_quiet_s": round(wait_quiet(quiet_s), 1)}
-    loop = PlainLoop(train_images, train_labels, len(classes))
-    with contention(plain):
-        plain_s = loop.run(sisa_passes)
-    plain.update(
-        loop_s=plain_s,
-        sample_passes=sisa_passes,
-        test_accuracy=accuracy(loop.net, test_images, test_labels),
+    plain = run_plain_loop(
+        (train_images, train_labels), (test_images, test_labels), len(classes), sisa_passes, quiet_s
     )
-
-    # 5. The same comparison alternated slice by slice, robust to other jobs' load.
+    # The same comparison alternated slice by slice, robust to other jobs' load.
     wait_quiet(quiet_s)
     interleaved = interleaved_throughput(
         train_images, train_labels, epochs_per_slice=1, num_classes=len(classes)
     )
     plain["interleaved"] = interleaved
-    return summarise(scale, seed, n_train, len(test_labels), training, deletions, mono, plain)
-
-
-def parameters(scale: Scale, seed: int, **extra: Any) -> dict[str, Any]:
-    """The recorded set-up of a run: what every result file of this benchmark names."""
-    return {
-        "dataset": "cifar10",
-        "train_per_class": scale.train_per_class,
-        "shards": SHARDS,
-        "slices": SLICES,
-        "epochs_per_slice": scale.epochs_per_slice,
-        "architecture": "small_cnn",
-        "image_size": IMAGE_SIZE,
-        "recipe": RECIPE,
-        "seed": seed,
-        **extra,
-    }
-
-
-def run_throughput(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
-    """Only item 2, alternated slice by slice (a few minutes instead of the full run)."""
-    train_images, train_labels = decode_split(bench_data(scale, seed), "train")
-    warm_up()
-    waited = wait_quiet(quiet_s)
-    result = interleaved_throughput(
-        train_images,
-        train_labels,
-        epochs_per_slice=scale.epochs_per_slice,
-        num_classes=int(train_labels.max()) + 1,
+    setup = parameters(
+        scale,
+        seed,
+        n_train=n_train,
+        test_per_class=scale.test_per_class,
+        n_test=len(test_labels),
+        device="cpu",
     )
-    return {
-        "parameters": parameters(
-            scale, seed, n_train=int(train_images.shape[0]), torch_threads=torch.get_num_threads()
-        ),
-        "targets": {"throughput_ratio_min": 0.9},
-        "waited_for_quiet_s": round(waited, 1),
-        "interleaved": result,
-    }
-
-
-def summarise(
-    scale: Scale,
-    seed: int,
-    n_train: int,
-    n_test: int,
-    training: dict[str, Any],
-    deletions: list[dict[str, Any]],
-    mono: dict[str, Any],
-    plain: dict[str, Any],
-) -> dict[str, Any]:
-    positions = []
-    for row in deletions:
-        sisa, retrain, k = row["sisa"], row["retrain"], row["slice"]
-        predicted = predicted_speedup(k)
-        wall = retrain["wall_s"] / sisa["wall_s"]
-        train = retrain["train_s"] / sisa["train_s"]
-        positions.append(
-            {
-                "slice": k,
-                "predicted": predicted,
-                # The same ratio from the passes actually run (slices differ by a sample or two).
-                "predicted_from_passes": retrain["sample_passes"] / sisa["sample_passes"],
-                "sisa_wall_s": sisa["wall_s"],
-                "retrain_wall_s": retrain["wall_s"],
-                "sisa_train_s": sisa["train_s"],
-                "retrain_train_s": retrain["train_s"],
-                "sisa_fixed_s": sisa["wall_s"] - sisa["train_s"],
-                "retrain_fixed_s": retrain["wall_s"] - retrain["train_s"],
-                "speedup_wall": wall,
-                "speedup_cpu": (retrain["cpu_s"] / sisa["cpu_s"])
-                if sisa.get("cpu_s") and retrain.get("cpu_s")
-                else None,
-                "speedup_train": train,
-                "ratio_wall": wall / predicted,
-                "ratio_train": train / predicted,
-            }
-        )
-    # The issue's average is over the cost of a deletion at a uniformly random position, i.e. a
-    # ratio of mean times, not a mean of per-position ratios.
-    average_predicted = SHARDS * 3 * SLICES / (2 * SLICES + 1)
-    mean = statistics.fmean
-    avg_wall = mean(p["retrain_wall_s"] for p in positions) / mean(
-        p["sisa_wall_s"] for p in positions
-    )
-    avg_train = mean(p["retrain_train_s"] for p in positions) / mean(
-        p["sisa_train_s"] for p in positions
-    )
-    cpu_runs = [(r["sisa"].get("cpu_s"), r["retrain"].get("cpu_s")) for r in deletions]
-    avg_cpu = (
-        mean(c[1] for c in cpu_runs) / mean(c[0] for c in cpu_runs)
-        if all(a and b for a, b in cpu_runs)
-        else None
-    )
-    passes = training["sample_passes"]
-    shard_wall = training["train_s"]
-    throughput = {
-        "sisa_sample_passes": passes,
-        "plain_sample_passes": plain["sample_passes"],
-        "plain_loop_s": plain["loop_s"],
-        "plain_passes_per_s": plain["sample_passes"] / plain["loop_s"],
-        # Three views of SISA's time, from narrowest to widest.
-        "sisa_train_s": training["train_s"],
-        "sisa_train_shard_wall_s": shard_wall,
-        "sisa_end_to_end_s": training["wall_s"],
-        "sisa_passes_per_s_train": passes / training["train_s"],
-        "sisa_passes_per_s_train_shard": passes / shard_wall,
-        "sisa_passes_per_s_end_to_end": passes / training["wall_s"],
-        "ratio_train": (passes / training["train_s"]) / (plain["sample_passes"] / plain["loop_s"]),
-        "ratio_train_shard": (passes / shard_wall) / (plain["sample_passes"] / plain["loop_s"]),
-        "ratio_end_to_end": (passes / training["wall_s"])
-        / (plain["sample_passes"] / plain["loop_s"]),
-        "mono_service_passes_per_s_train": mono["sample_passes"] / mono["train_s"],
-        "ratio_mono_service": (mono["sample_passes"] / mono["train_s"])
-        / (plain["sample_passes"] / plain["loop_s"]),
-        "plain_foreign_cpu": plain.get("foreign_cpu"),
-        "interleaved": plain.get("interleaved"),
-        "sisa_foreign_cpu": training.get("foreign_cpu"),
-    }
-    return {
-        "parameters": parameters(
-            scale,
-            seed,
-            n_train=n_train,
-            test_per_class=scale.test_per_class,
-            n_test=n_test,
-            device="cpu",
-        ),
-        "targets": {
-            "deletion_ratio_min": 0.8,
-            "throughput_ratio_min": 0.9,
-            "average_predicted_speedup": average_predicted,
-        },
-        "deletion": {
-            "positions": positions,
-            "average": {
-                "predicted": average_predicted,
-                "speedup_wall": avg_wall,
-                "speedup_train": avg_train,
-                "ratio_wall": avg_wall / average_predicted,
-                "ratio_train": avg_train / average_predicted,
-                "speedup_cpu": avg_cpu,
-            },
-            "runs": deletions,
-            "breakdown": [
-                {"slice": row["slice"], "method": m, **breakdown(row[m])}
-                for row in deletions
-                for m in ("sisa", "retrain")
-            ],
-        },
-        "training": training,
-        "throughput": throughput,
-        "accuracy": {
-            "sisa_ensemble_test": training["test_accuracy"],
-            "sisa_constituents_test": training["constituent_accuracy"],
-            "sisa_after_deletions_test": training["final_accuracy"],
-            "monolithic_test": mono["test_accuracy"],
-            "monolithic_epochs": mono["epochs"],
-            "plain_loop_test": plain["test_accuracy"],
-        },
-        "monolithic": mono,
-        "plain_loop": plain,
-    }
-
-
-def breakdown(run: dict[str, Any]) -> dict[str, float]:
-    """Where one deletion's wall time went, from the request's recorded phase timings."""
-    phases: dict[str, Any] = run["phases"]
-    recorded = ("queued_s", "claim_s", "evaluation_s", "audit_s", "erasure_s")
-    parts = {name.removesuffix("_s"): float(phases.get(name, 0.0)) for name in recorded}
-    parts["retrain"] = float(sum(phases.get("retrain_s", {}).values()))
-    parts["other_worker"] = float(phases.get("total_s", 0.0)) - sum(parts.values())
-    parts["api"] = run["api_s"]
-    return parts
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def table(result: dict[str, Any]) -> str:
-    lines = [
-        "| slice k | predicted | sisa wall s | retrain wall s | speed-up wall | ratio | "
-        "sisa train s | retrain train s | speed-up train | ratio | speed-up CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for p in result["deletion"]["positions"]:
-        lines.append(
-            f"| {p['slice']} | {p['predicted']:.2f} | {p['sisa_wall_s']:.2f} | "
-            f"{p['retrain_wall_s']:.2f} | {p['speedup_wall']:.2f} | {p['ratio_wall']:.2f} | "
-            f"{p['sisa_train_s']:.2f} | {p['retrain_train_s']:.2f} | "
-            f"{p['speedup_train']:.2f} | {p['ratio_train']:.2f} | {_num(p['speedup_cpu'])} |"
-        )
-    a = result["deletion"]["average"]
-    lines.append(
-        f"| average | {a['predicted']:.2f} | | | {a['speedup_wall']:.2f} | {a['ratio_wall']:.2f} "
-        f"| | | {a['speedup_train']:.2f} | {a['ratio_train']:.2f} | {_num(a['speedup_cpu'])} |"
-    )
-    parts = list(breakdown(result["deletion"]["runs"][0]["sisa"]))
-    lines += [
-        "",
-        "| deletion | wall s | " + " | ".join(parts) + " | other CPU |",
-        "|---" * (len(parts) + 3) + "|",
-    ]
-    for row in result["deletion"]["runs"]:
-        for method in ("sisa", "retrain"):
-            run = row[method]
-            cells = " | ".join(f"{v:.2f}" for v in breakdown(run).values())
-            lines.append(
-                f"| k={row['slice']} {method} | {run['wall_s']:.2f} | {cells} | "
-                f"{run.get('foreign_cpu', float('nan')):.2f} |"
-            )
-    t = result["throughput"]
-    acc = result["accuracy"]
-    lines += [
-        "",
-        "| throughput (sample passes/s) | value | vs plain loop |",
-        "|---|---|---|",
-        f"| plain loop (other processes' CPU share {t['plain_foreign_cpu']}) | "
-        f"{t['plain_passes_per_s']:.0f} | 1.00 |",
-        f"| SISA, training loops (VersionShard.train_seconds) | "
-        f"{t['sisa_passes_per_s_train']:.0f} | {t['ratio_train']:.2f} |",
-        f"| SISA, train_shard wall (+ decode, checkpoints) | "
-        f"{t['sisa_passes_per_s_train_shard']:.0f} | {t['ratio_train_shard']:.2f} |",
-        f"| SISA, end to end (+ manifest, evaluation) | "
-        f"{t['sisa_passes_per_s_end_to_end']:.0f} | {t['ratio_end_to_end']:.2f} |",
-        f"| one model via the service, training loop (S=1, R=1) | "
-        f"{t['mono_service_passes_per_s_train']:.0f} | {t['ratio_mono_service']:.2f} |",
-        f"| (other processes' CPU share during SISA training: {t['sisa_foreign_cpu']}) | | |",
-        f"| interleaved A/B: plain loop (other CPU {t['interleaved'].get('foreign_cpu')}) | "
-        f"{t['interleaved']['plain_passes_per_s']:.0f} | 1.00 |",
-        f"| interleaved A/B: SISA slices with train_epochs + checkpoint | "
-        f"{t['interleaved']['sisa_passes_per_s']:.0f} | {t['interleaved']['ratio']:.2f} |",
-        "",
-        "| test accuracy | value |",
-        "|---|---|",
-        f"| SISA ensemble (S={SHARDS}, R={SLICES}) | {acc['sisa_ensemble_test']:.3f} |",
-        f"| SISA constituents (mean) | {acc['sisa_constituents_test']:.3f} |",
-        f"| SISA ensemble after the {2 * SLICES} deletions | {acc['sisa_after_deletions_test']:.3f} |",
-        f"| one model, same budget ({acc['monolithic_epochs']} epochs, via the service) | "
-        f"{acc['monolithic_test']:.3f} |",
-        f"| plain loop, same budget | {acc['plain_loop_test']:.3f} |",
-    ]
-    return "\n".join(lines)
+    return summarise(setup, training, deletions, mono, plain)
 
 
 def main(argv: list[str] | None = None) -> None:
