@@ -1,17 +1,21 @@
-"""The `forgetd` command line: serve, worker, migrate, demo, verify-report."""
+"""The `forgetd` command line: serve, worker, migrate, keys, demo, verify-report."""
 
 from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from app.db.models import Role
 from app.settings import SettingsError, get_settings
 
 cli = typer.Typer(add_completion=False, help="forgetd: machine unlearning as a service.")
+keys_cli = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
+cli.add_typer(keys_cli, name="keys")
 
 
 def _settings_or_exit():  # type: ignore[no-untyped-def]
@@ -71,6 +75,64 @@ def migrate() -> None:
     """Upgrade the database to the newest schema (alembic upgrade head)."""
     _prepare(True)
     typer.echo("database is at the newest schema")
+
+
+@keys_cli.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="What the key may do", case_sensitive=False)],
+    name: Annotated[str, typer.Option(help="Who or what holds the key")] = "",
+) -> None:
+    """Create a key; it is printed once, alone on the last line, and stored only as a hash."""
+    from app.db.session import session_scope
+    from app.services.api_keys import create_key
+
+    _prepare(False)
+    with session_scope() as session:
+        row, key = create_key(session, role=role, name=name[:200])
+        key_id = row.id
+    typer.echo(f"API key {key_id} ({role.value}) created; it is not shown again:", err=True)
+    typer.echo(key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """Every key: id, role, name, prefix, created, last used, revoked."""
+    from app.db.session import session_scope
+    from app.services.api_keys import list_keys
+
+    _prepare(False)
+    with session_scope() as session:
+        rows = list_keys(session)
+
+    def when(moment: datetime | None) -> str:
+        return moment.isoformat(" ", "seconds")[:19] if moment else "-"
+
+    typer.echo(
+        f"{'id':>4}  {'role':<9}  {'prefix':<10}  {'created':<19}  {'last used':<19}  "
+        f"{'revoked':<19}  name"
+    )
+    for row in rows:
+        typer.echo(
+            f"{row.id:>4}  {row.role:<9}  {row.prefix:<10}  {when(row.created_at):<19}  "
+            f"{when(row.last_used_at):<19}  {when(row.revoked_at):<19}  {row.name}"
+        )
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (keys list)")]) -> None:
+    """Revoke a key: every later call with it gets 401."""
+    from app.db.session import session_scope
+    from app.services.api_keys import revoke_key
+    from app.services.errors import NotFound
+
+    _prepare(False)
+    try:
+        with session_scope() as session:
+            revoke_key(session, key_id)
+    except NotFound as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"API key {key_id} revoked")
 
 
 @cli.command()

@@ -122,7 +122,7 @@ def run_demo(*, datasets: Path | None, home: Path | None, port: int) -> int:
     # Always the embedded set-up, whatever the shell's environment says.
     with (
         deployment(home, env={"FORGETD_SWEEP_INTERVAL_S": "15"}, port=port) as deployed,
-        httpx.Client(base_url=deployed.base_url, timeout=60) as client,
+        deployed.client(timeout=60) as client,
     ):
         return _scenario(deployed, client, root)
 

@@ -36,7 +36,20 @@ class Deployment:
     home: Path
     base_url: str
     env: dict[str, str]
+    api_key: str = ""
+    """An admin key minted for whoever drives this deployment."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client for the API, authenticated with the admin key."""
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    def mint_key(self, role: str, name: str = "") -> str:
+        return mint_key(self.env, role, name)
 
     def kill(self, name: str) -> None:
         """SIGKILL a process, as a crash or an OOM kill would."""
@@ -67,6 +80,21 @@ class Deployment:
             self.check_alive()
             time.sleep(0.5)
         raise TimeoutError(f"{url} did not reach {sorted(done)} in {timeout_s} s")
+
+
+def mint_key(env: Mapping[str, str], role: str, name: str = "") -> str:
+    """A new API key from `forgetd keys create` (the key is the last line it prints)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--role", role, "--name", name],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"forgetd keys create failed: {result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
 
 
 def _spawn(
@@ -100,7 +128,12 @@ def deployment(
     if migrate.wait(timeout=start_timeout_s) != 0:
         raise RuntimeError((home / "migrate.log").read_text(errors="replace")[-3000:])
     port = port or free_port()
-    deployed = Deployment(home=home, base_url=f"http://127.0.0.1:{port}", env=full_env)
+    deployed = Deployment(
+        home=home,
+        base_url=f"http://127.0.0.1:{port}",
+        env=full_env,
+        api_key=mint_key(full_env, "admin", "embedded deployment"),
+    )
     deployed.processes["api"] = _spawn(["serve", "--port", str(port)], full_env, home / "api.log")
     for index in range(workers):
         # Only the first worker runs the sweep scheduler, as in docker-compose.

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     broker_url: str = Field("", validation_alias=_alias("BROKER_URL"))
     result_backend: str = Field("", validation_alias=_alias("RESULT_BACKEND"))
     store_root: Path | None = Field(None, validation_alias=_alias("STORE_ROOT"))
-    data_root: Path | None = Field(None, validation_alias=_alias("DATA_ROOT"))
+    # Folders under which datasets and imported weights must lie (`:`-separated in the
+    # environment); empty means `<home>/data`.
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias=_alias("DATA_ROOTS")
+    )
     cache_root: Path | None = Field(None, validation_alias=_alias("CACHE_ROOT"))
     signing_key_path: Path | None = Field(None, validation_alias=_alias("SIGNING_KEY_PATH"))
     device: str = Field("auto", validation_alias=_alias("DEVICE"))
@@ -42,6 +46,9 @@ class Settings(BaseSettings):
     )
     sweep_interval_s: float = Field(30.0, gt=0, validation_alias=_alias("SWEEP_INTERVAL_S"))
     stale_task_after_s: float = Field(120.0, gt=0, validation_alias=_alias("STALE_TASK_AFTER_S"))
+    import_max_bytes: int = Field(
+        1024**3, gt=0, le=8 * 1024**3, validation_alias=_alias("IMPORT_MAX_BYTES")
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_alias("LOG_LEVEL")
     )
@@ -52,6 +59,22 @@ class Settings(BaseSettings):
         if value == "auto" or value == "cpu" or value == "cuda" or value.startswith("cuda:"):
             return value
         raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_data_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(":") if part.strip()]
+        return value
+
+    @field_validator("data_roots")
+    @classmethod
+    def _check_data_roots(cls, value: list[Path]) -> list[Path]:
+        roots = [root.expanduser() for root in value]
+        relative = [str(root) for root in roots if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"data roots must be absolute paths, got {relative}")
+        return roots
 
     @field_validator("database_url")
     @classmethod
@@ -78,19 +101,42 @@ class Settings(BaseSettings):
         if not self.result_backend:
             self.result_backend = f"db+sqlite:///{home / 'results.db'}"
         self.store_root = (self.store_root or home / "store").expanduser()
-        self.data_root = (self.data_root or home / "data").expanduser()
+        self.data_roots = self.data_roots or [home / "data"]
         self.cache_root = (self.cache_root or home / "cache").expanduser()
         self.signing_key_path = (
             self.signing_key_path or home / "keys" / "signing.pem"
         ).expanduser()
+        self._check_roots_hold_no_state()
         return self
+
+    def _check_roots_hold_no_state(self) -> None:
+        """A data root must not reach the service's own state: a dataset or an import path
+        there would let a caller read the database, the store or the signing key."""
+        assert self.store_root is not None and self.cache_root is not None
+        assert self.signing_key_path is not None
+        state = {
+            "FORGETD_HOME_DIR": self.home,
+            "FORGETD_STORE_ROOT": self.store_root,
+            "FORGETD_CACHE_ROOT": self.cache_root,
+            "FORGETD_SIGNING_KEY_PATH": self.signing_key_path.parent,
+        }
+        if self.is_embedded_db:
+            state["FORGETD_DATABASE_URL"] = Path(self.database_url.split("///", 1)[-1]).parent
+        for root in self.data_roots:
+            real_root = root.resolve()
+            for name, folder in state.items():
+                if folder.resolve().is_relative_to(real_root):
+                    raise ValueError(
+                        f"FORGETD_DATA_ROOTS: {str(root)[:200]!r} holds the service's own "
+                        f"state ({name}); choose a data root beside it, not above it"
+                    )
 
     @property
     def is_embedded_db(self) -> bool:
         return self.database_url.startswith("sqlite")
 
     def ensure_folders(self) -> None:
-        for folder in (self.home, self.store_root, self.data_root, self.cache_root):
+        for folder in (self.home, self.store_root, self.cache_root, *self.data_roots):
             assert folder is not None
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -156,7 +156,7 @@ def _model_and_deletion(
     share content-addressed checkpoints, and one's deletion would purge the other's weights.
     """
     home = PROJECT_ROOT / ".data" / f"bench-audit-overhead-{tag}"
-    with in_process_service(home) as service:
+    with in_process_service(home, data_roots=[home / "cifar"]) as service:
         root = subset(
             "cifar10",
             home / "cifar",

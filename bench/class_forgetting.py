@@ -136,7 +136,7 @@ def train_base(scenario: Scenario, data: Path, home: Path, quiet_s: float) -> di
         cached = json.loads(record_path.read_text())
         if cached.get("recipe") == recipe and Path(cached["state_dict"]).is_file():
             return {k: v for k, v in cached.items() if k != "recipe"}
-    with in_process_service(home) as service:
+    with in_process_service(home, data_roots=[data]) as service:
         dataset = service.register_dataset(data, name=f"{scenario.dataset}-base")
         record: dict[str, Any] = {"waited_for_quiet_s": wait_quiet(quiet_s)}
         with contention(record):
@@ -162,14 +162,14 @@ def import_base(service: Service, scenario: Scenario, base: dict[str, Any], name
     from worker import tasks
 
     dataset = service.register_dataset(WORK / f"{scenario.dataset}-data", name=name)
-    body = {
-        **model_spec(scenario, name, dataset["id"]),
-        "class_names": base["classes"],
-        "state_dict_path": base["state_dict"],
-    }
+    body = {**model_spec(scenario, name, dataset["id"]), "class_names": base["classes"]}
     for key in ("shards", "slices"):
         body.pop(key)
-    response = service.client.post("/v1/models/import", json=body)
+    # Uploaded: the base weights lie beside the deployments' homes, outside the data roots.
+    weights = Path(base["state_dict"]).read_bytes()
+    response = service.client.post(
+        "/v1/models/import", data=body, files={"file": ("base.pt", weights)}
+    )
     response.raise_for_status()
     model_id = response.json()["id"]
     with session_scope() as session:
@@ -214,7 +214,7 @@ def run_method(
 
     home = WORK / "homes" / f"{scenario.dataset}-{label.replace(' ', '_')}"
     subset_copy(scenario)  # a fresh copy: the previous method erased the class from its own
-    with in_process_service(home) as service:
+    with in_process_service(home, data_roots=[WORK / f"{scenario.dataset}-data"]) as service:
         model = import_base(service, scenario, base, "model")
         payload: dict[str, Any] = {
             "model": model["id"],

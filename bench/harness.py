@@ -15,7 +15,7 @@ import shutil
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,14 +71,10 @@ def subset(
             target = destination / split / class_dir.name
             target.mkdir(parents=True, exist_ok=True)
             for path in chosen:
-                os.link(path, target / path.name) if _same_fs(path, target) else shutil.copy2(
-                    path, target / path.name
-                )
+                # Copies, not hard links: the service refuses hard-linked files, whose bytes
+                # would outlive their erasure.
+                shutil.copy2(path, target / path.name)
     return destination
-
-
-def _same_fs(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
 
 
 @dataclass
@@ -131,18 +127,24 @@ class Service:
 
 
 @contextmanager
-def in_process_service(home: Path, **settings: str) -> Iterator[Service]:
-    """A fresh embedded forgetd (SQLite) under `home`, or whatever `settings` select."""
+def in_process_service(
+    home: Path, *, data_roots: Sequence[Path], **settings: str
+) -> Iterator[Service]:
+    """A fresh embedded forgetd (SQLite) under `home`, or whatever `settings` select, whose
+    datasets lie under `data_roots`; its client sends an admin key."""
     if home.exists():
         shutil.rmtree(home)
     os.environ["FORGETD_HOME_DIR"] = str(home)
+    os.environ["FORGETD_DATA_ROOTS"] = ":".join(str(root) for root in data_roots)
     for key, value in settings.items():
         os.environ[f"FORGETD_{key.upper()}"] = value
     from fastapi.testclient import TestClient
 
     from app.api.main import create_app
     from app.db.migrate import upgrade_to_head
-    from app.db.session import reset_engine_cache
+    from app.db.models import Role
+    from app.db.session import reset_engine_cache, session_scope
+    from app.services.api_keys import create_key
     from app.settings import get_settings
     from worker.celery_app import celery_app, reconfigure
     from worker.flows.common import store
@@ -156,7 +158,9 @@ def in_process_service(home: Path, **settings: str) -> Iterator[Service]:
     reconfigure(celery_app, config)
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
-    with TestClient(create_app()) as client:
+    with session_scope() as session:
+        _, key = create_key(session, role=Role.ADMIN, name="benchmark")
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {key}"}) as client:
         yield Service(client=client, home=home)
 
 

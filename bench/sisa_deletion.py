@@ -246,7 +246,7 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
     test_images, test_labels = decode_split(data, "test")
     n_train = train_images.shape[0]
     warm_up()
-    with in_process_service(WORK / "home", device="cpu") as service:
+    with in_process_service(WORK / "home", data_roots=[WORK / "data"], device="cpu") as service:
         dataset = service.register_dataset(data, "cifar10-bench")
         classes: list[str] = dataset["classes"]
         if classes != sorted(classes):

@@ -9,6 +9,7 @@ import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -120,8 +121,14 @@ Configure = Callable[..., Settings]
 
 
 @pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Configure]:
-    """Point this process's settings, database engine and Celery app at a fresh set-up."""
+def configure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Configure]:
+    """Point this process's settings, database engine and Celery app at a fresh set-up.
+
+    The test's own tmp_path is the data root (tests build their datasets there); the service's
+    home lies beside it, since a data root must not hold the service's own state."""
+    home = tmp_path_factory.mktemp("home")
     from worker.celery_app import celery_app, reconfigure
     from worker.flows.common import store
 
@@ -131,7 +138,8 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Confi
         for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND"):
             monkeypatch.delenv(name, raising=False)
             monkeypatch.delenv(f"FORGETD_{name}", raising=False)
-        monkeypatch.setenv("FORGETD_HOME_DIR", str(tmp_path / "home"))
+        monkeypatch.setenv("FORGETD_HOME_DIR", str(home))
+        monkeypatch.setenv("FORGETD_DATA_ROOTS", str(tmp_path))
         monkeypatch.setenv("FORGETD_DEVICE", "cpu")
         if database_url:
             monkeypatch.setenv("FORGETD_DATABASE_URL", database_url)
@@ -170,10 +178,26 @@ TINY_MODEL = {
 }
 
 
+def mint_key(role: str, name: str = "") -> str:
+    """A new API key of ``role`` in the configured database (as `forgetd keys create` does)."""
+    from app.db.models import Role
+    from app.db.session import session_scope
+    from app.services.api_keys import create_key
+
+    with session_scope() as session:
+        _, key = create_key(session, role=Role(role), name=name or f"test {role}")
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 class InProcessService:
     """The real API (TestClient) with the worker's tasks run inline (Celery eager mode).
 
     For tests that inspect the flows step by step; the end-to-end tests use real processes.
+    ``client`` sends an admin key; ``client_for(role)`` gives a client with a key of that role.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -185,11 +209,27 @@ class InProcessService:
         celery_app.conf.task_always_eager = True
         celery_app.conf.task_eager_propagates = True
         self.settings = settings
-        self.client = TestClient(create_app())
+        self.app = create_app()
+        self.admin_key = mint_key("admin")
+        self.headers = bearer(self.admin_key)
+        self.client = TestClient(self.app, headers=self.headers)
         self.client.__enter__()
+        self._clients = [self.client]
+
+    def client_for(self, role: str | None, key: str | None = None) -> Any:
+        """A client with a new key of ``role`` (or ``key``); ``None`` for an anonymous one."""
+        from fastapi.testclient import TestClient
+
+        if key is None and role is not None:
+            key = mint_key(role)
+        client = TestClient(self.app, headers=bearer(key) if key else None)
+        client.__enter__()
+        self._clients.append(client)
+        return client
 
     def close(self) -> None:
-        self.client.__exit__(None, None, None)
+        for client in reversed(self._clients):
+            client.__exit__(None, None, None)
 
     def register_dataset(self, root: Path, name: str = "tiny") -> dict:
         response = self.client.post("/v1/datasets", json={"name": name, "root": str(root)})

@@ -14,13 +14,17 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Dataset, Sample
 from app.settings import Settings
-from worker.training.data import load_images
+from worker.training.data import ImageDecodeError, load_images
+
+
+class SampleUnreadableError(RuntimeError):
+    """A sample's image cannot be read; the message names its hash, never its file."""
 
 
 @dataclass(frozen=True)
 class SampleRow:
     sample_id: int
-    rel_path: str
+    rel_path: str | None
     sha256: str
     class_index: int
 
@@ -59,12 +63,20 @@ def load_tensors(
         return empty, torch.zeros(0, dtype=torch.int64)
     order_hash = hashlib.sha256("\n".join(r.sha256 for r in rows).encode()).hexdigest()
     root = Path(dataset.root)
-    images = load_images(
-        [root / r.rel_path for r in rows],
-        image_size=image_size,
-        channels=dataset.channels,
-        cache_dir=dataset_cache_dir(settings, dataset.id),
-        cache_key=order_hash[:32],
-    )
+    missing = [r.sha256 for r in rows if r.rel_path is None]
+    if missing:
+        raise SampleUnreadableError(f"samples {missing[:20]} were erased and have no file")
+    try:
+        images = load_images(
+            [root / str(r.rel_path) for r in rows],
+            image_size=image_size,
+            channels=dataset.channels,
+            cache_dir=dataset_cache_dir(settings, dataset.id),
+            cache_key=order_hash[:32],
+        )
+    except ImageDecodeError as exc:
+        raise SampleUnreadableError(
+            f"the image of sample {rows[exc.index].sha256} cannot be read ({exc.reason})"
+        ) from None
     labels = torch.tensor([r.class_index for r in rows], dtype=torch.int64)
     return images, labels

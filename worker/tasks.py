@@ -6,6 +6,7 @@ import traceback
 
 from celery import group
 
+from app.core.privacy import redact_paths
 from app.core.tasks import (
     TASK_COMPLETE_BATCH,
     TASK_FINALIZE_VERSION,
@@ -28,9 +29,13 @@ def _audit_hook() -> deletion.AuditHook | None:
     return publish_report
 
 
+def _trace() -> str:
+    return redact_paths(traceback.format_exc())
+
+
 def _fail(version_id: int, exc: BaseException) -> None:
-    reason = f"{type(exc).__name__}: {exc}"
-    log.error("version %s failed: %s\n%s", version_id, reason, traceback.format_exc())
+    reason = redact_paths(f"{type(exc).__name__}: {exc}")
+    log.error("version %s failed: %s\n%s", version_id, reason, _trace())
     training.fail_version(version_id, reason)
     model_id = deletion.fail_batch(version_id, reason)
     if model_id is not None:
@@ -94,10 +99,10 @@ def unlearn_shard(version_id: int, shard: int) -> None:
 def _fail_completion(version_id: int, exc: BaseException) -> None:
     """The version is already current: keep it, fail only its requests (their files stay
     until a new request erases them) and free the model."""
-    reason = (
+    reason = redact_paths(
         f"the new version was made but its audit or erasure failed: {type(exc).__name__}: {exc}"
     )
-    log.error("version %s: %s\n%s", version_id, reason, traceback.format_exc())
+    log.error("version %s: %s\n%s", version_id, reason, _trace())
     model_id = deletion.fail_batch(version_id, reason)
     if model_id is not None:
         process_model.delay(model_id)
@@ -166,6 +171,6 @@ def import_model(version_id: int) -> None:
     try:
         model_import.import_model(version_id)
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = redact_paths(f"{type(exc).__name__}: {exc}")
         log.error("imported version %s failed: %s", version_id, reason)
         training.fail_version(version_id, reason)

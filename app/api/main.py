@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.auth import route_policies
 from app.api.problems import install_problem_handlers
-from app.api.routers import audit, datasets, deletions, imports, meta, models
+from app.api.routers import api_keys, audit, datasets, deletions, imports, meta, models
 from app.services.keys import signing_key
 from app.settings import get_settings
 
@@ -31,7 +32,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_problem_handlers(app)
-    routers = (datasets, imports, models, deletions, audit, meta)
+    routers = (datasets, imports, models, deletions, audit, meta, api_keys)
     for router in (module.router for module in routers):
         app.include_router(router)
+    route_policies(app)  # refuses to build an app with a route that has no access policy
     return app

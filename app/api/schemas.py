@@ -21,6 +21,7 @@ from app.core.recipe import (
     TrainingRecipe,
     WeightDecay,
 )
+from app.db.models import Role
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
@@ -28,7 +29,11 @@ Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9]
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
-    root: str = Field(min_length=1, description="Absolute server-side ImageFolder path")
+    root: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute server-side ImageFolder path inside one of FORGETD_DATA_ROOTS",
+    )
 
 
 class DatasetOut(BaseModel):
@@ -162,9 +167,32 @@ class ModelImport(RecipeFields):
         description="the class of each model output, in output order; the same set as the "
         "dataset's classes (the worker reorders the output layer when the order differs)",
     )
-    state_dict_path: str = Field(
+    state_dict_path: str | None = Field(
+        None,
         min_length=1,
-        description="absolute server-side path of a torch state_dict (.pt) saved with "
-        "torch.save(model.state_dict()); loaded with weights_only=True. Inputs are expected "
-        "normalised as (x/255 - 0.5)/0.5, like the service's own models.",
+        max_length=4096,
+        description="absolute server-side path, inside one of FORGETD_DATA_ROOTS, of a torch "
+        "state_dict (.pt) saved with torch.save(model.state_dict()); loaded with "
+        "weights_only=True. Inputs are expected normalised as (x/255 - 0.5)/0.5, like the "
+        "service's own models. Or leave it out and upload the file as multipart field `file`.",
     )
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    name: str = Field("", max_length=200)
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="the key itself: shown only in this response")

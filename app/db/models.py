@@ -43,6 +43,8 @@ class Base(DeclarativeBase):
 
 class SampleState(enum.StrEnum):
     ACTIVE = "active"
+    # Checked and about to be unlinked: out of every training set, not yet erased.
+    ERASING = "erasing"
     DELETED = "deleted"
 
 
@@ -64,6 +66,15 @@ class ShardStatus(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+class Role(enum.StrEnum):
+    """What an API key may do (the HTTP layer maps each route to the roles it admits)."""
+
+    REQUESTER = "requester"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
 
 
 class RequestStatus(enum.StrEnum):
@@ -107,9 +118,10 @@ class Sample(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
-    # Path relative to the dataset root, e.g. "train/cat/0001.jpg".
-    rel_path: Mapped[str] = mapped_column(String(1000))
-    file_name: Mapped[str] = mapped_column(String(255))
+    # Path relative to the dataset root, e.g. "train/cat/0001.jpg". Both names are set to NULL
+    # when the sample is erased: only its hash, class, split and state remain.
+    rel_path: Mapped[str | None] = mapped_column(String(1000))
+    file_name: Mapped[str | None] = mapped_column(String(255))
     # "train" or "test"; held-out samples of a dataset without test/ are "test" too.
     split: Mapped[str] = mapped_column(String(8))
     class_index: Mapped[int] = mapped_column(Integer)
@@ -225,18 +237,37 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ApiKey(Base):
+    """A caller's key: only its sha256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the key, so a listing can tell keys apart without revealing them.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class DeletionRequest(Base):
     __tablename__ = "deletion_requests"
     __table_args__ = (Index("ix_requests_model_status", "model_id", "status"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    # The key that created the request: a requester sees only its own requests.
+    owner_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     # "files" or "classes".
     target_kind: Mapped[str] = mapped_column(String(16))
     target_classes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     method: Mapped[str] = mapped_column(String(32))
     method_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     external_id: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of the caller's key id and its Idempotency-Key header, never the header itself.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=RequestStatus.RECEIVED)

@@ -24,6 +24,8 @@ def make_engine(database_url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
+            # Erased names are overwritten in the file, not left in freed pages.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         return engine

@@ -1,101 +1,21 @@
-"""Registering ImageFolder datasets: scan, hash, check and store every sample."""
+"""Registering ImageFolder datasets inside the data roots: resolve, scan, check and store
+every sample."""
 
 from __future__ import annotations
 
-import hashlib
+import os
 import random
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Dataset, Sample, SampleState, Tombstone
+from app.services.data_roots import clip, containing_root, listing, overlaps
 from app.services.errors import Conflict, InvalidInput, NotFound
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class ScannedFile:
-    rel_path: str
-    split: str
-    class_name: str
-    sha256: str
-    mode: str
-
-
-def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
-    folders: dict[str, list[Path]] = {}
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        folders[class_dir.name] = sorted(
-            p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-        )
-    return folders
-
-
-def _inspect_image(path: Path) -> tuple[str, str]:
-    """sha256 of the file's bytes and its PIL mode; raises OSError/UnidentifiedImageError."""
-    data = path.read_bytes()
-    with Image.open(path) as image:
-        image.load()  # decodes fully: verify() alone misses truncated JPEG data
-        mode = image.mode
-    return hashlib.sha256(data).hexdigest(), mode
-
-
-def scan_image_folder(root: Path) -> tuple[list[str], list[ScannedFile]]:
-    """Scan `root/train/<class>/*` and optional `root/test/<class>/*`.
-
-    Raises InvalidInput naming every problem found (empty classes, unreadable images, files
-    that are not images, test classes unknown to train).
-    """
-    if not root.is_absolute():
-        raise InvalidInput(f"root must be an absolute server-side path, got {str(root)!r}")
-    if not root.is_dir():
-        raise InvalidInput(f"root {str(root)!r} does not exist or is not a folder")
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise InvalidInput(
-            f"root {str(root)!r} is not an ImageFolder tree: it has no train/ folder "
-            "(expected train/<class>/<image>, optional test/<class>/<image>)"
-        )
-    train = _list_class_folders(train_dir)
-    if not train:
-        raise InvalidInput(f"{str(train_dir)!r} holds no class folders")
-    classes = sorted(train)
-    problems: list[str] = []
-    files: list[ScannedFile] = []
-    per_split = {"train": train}
-    if (root / "test").is_dir():
-        per_split["test"] = _list_class_folders(root / "test")
-        unknown = sorted(set(per_split["test"]) - set(classes))
-        if unknown:
-            problems.append(f"test/ has classes that train/ lacks: {unknown}")
-    empty = [f"train/{name}" for name, paths in train.items() if not paths]
-    if empty:
-        problems.append(f"empty class folders: {empty}")
-    unreadable: list[str] = []
-    for split, folders in per_split.items():
-        for class_name, paths in folders.items():
-            for path in paths:
-                rel_path = path.relative_to(root).as_posix()
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
-                    unreadable.append(rel_path)
-                    continue
-                try:
-                    sha, mode = _inspect_image(path)
-                except (OSError, UnidentifiedImageError, ValueError):
-                    unreadable.append(rel_path)
-                    continue
-                files.append(ScannedFile(rel_path, split, class_name, sha, mode))
-    if unreadable:
-        problems.append(f"{len(unreadable)} unreadable or non-image files: {unreadable[:20]}")
-    if problems:
-        raise InvalidInput("dataset refused: " + "; ".join(problems), problems=problems)
-    return classes, files
+from app.services.image_folder import SPLITS, ScannedFile, scan_image_folder
 
 
 def _holdout_split(files: list[ScannedFile], fraction: float, seed: int) -> dict[str, str]:
@@ -114,12 +34,44 @@ def _holdout_split(files: list[ScannedFile], fraction: float, seed: int) -> dict
     return split
 
 
-def register_dataset(
-    session: Session, *, name: str, root: Path, holdout_fraction: float, seed: int = 0
-) -> Dataset:
-    if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
-        raise Conflict(f"a dataset named {name!r} already exists")
-    classes, files = scan_image_folder(root)
+def resolve_dataset_root(root_text: str, data_roots: Sequence[Path]) -> Path:
+    """The real path of a dataset root inside one of the data roots, or InvalidInput."""
+    if not root_text.startswith("/") or "\x00" in root_text:
+        raise InvalidInput(f"root must be an absolute server-side path, got {clip(root_text)!r}")
+    real = Path(os.path.realpath(root_text))
+    if containing_root(real, data_roots) is None:
+        # Says nothing about whether the path exists: outside the roots, nothing is looked at.
+        raise InvalidInput(
+            f"root {clip(root_text)!r} is not inside a data root; datasets must lie under "
+            "one of the folders in FORGETD_DATA_ROOTS"
+        )
+    return real
+
+
+def _check_no_overlap(session: Session, real: Path) -> None:
+    """A folder belongs to one dataset: erasing through one must not leave copies in another."""
+    clashes = [
+        name
+        for name, other in session.execute(select(Dataset.name, Dataset.root)).all()
+        if overlaps(real, Path(os.path.realpath(other)))
+    ]
+    if clashes:
+        raise InvalidInput(
+            f"root overlaps the root of {len(clashes)} registered dataset(s) "
+            f"{sorted(clashes)[:20]}: it is, contains or lies inside another dataset's folder",
+            overlapping_datasets=sorted(clashes)[:20],
+        )
+
+
+def _lock_registrations(session: Session) -> None:
+    """Serialise the overlap check and the insert of concurrent registrations."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+    else:  # SQLite: a write takes the database's write lock until the commit
+        session.execute(update(Dataset).where(Dataset.id == -1).values(name=Dataset.name))
+
+
+def _refuse_tombstoned(session: Session, files: list[ScannedFile]) -> None:
     hashes = {f.sha256 for f in files}
     tombstoned = (
         set(session.scalars(select(Tombstone.sha256).where(Tombstone.sha256.in_(hashes))).all())
@@ -127,12 +79,29 @@ def register_dataset(
         else set()
     )
     if tombstoned:
-        refused = sorted(f.rel_path for f in files if f.sha256 in tombstoned)
+        refused = [f.rel_path for f in files if f.sha256 in tombstoned]
         raise Conflict(
             f"{len(refused)} files hold images that were deleted on request and may not be "
             "registered again",
-            files=refused[:100],
+            files=listing(refused),
         )
+
+
+def register_dataset(
+    session: Session,
+    *,
+    name: str,
+    root_text: str,
+    data_roots: Sequence[Path],
+    holdout_fraction: float,
+    seed: int = 0,
+) -> Dataset:
+    if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
+        raise Conflict(f"a dataset named {name!r} already exists")
+    root = resolve_dataset_root(root_text, data_roots)
+    _check_no_overlap(session, root)
+    classes, files = scan_image_folder(root)
+    _refuse_tombstoned(session, files)
     has_test = any(f.split == "test" for f in files)
     split_of = (
         {f.rel_path: f.split for f in files}
@@ -141,6 +110,8 @@ def register_dataset(
     )
     channels = 1 if all(f.mode in ("L", "1", "I;16", "I", "LA") for f in files) else 3
     class_index = {name: i for i, name in enumerate(classes)}
+    _lock_registrations(session)
+    _check_no_overlap(session, root)
     dataset = Dataset(
         name=name, root=str(root), classes=classes, channels=channels, has_test_folder=has_test
     )
@@ -171,7 +142,7 @@ def get_dataset(session: Session, ref: int | str) -> Dataset:
     else:
         dataset = session.scalar(select(Dataset).where(Dataset.name == ref))
     if dataset is None:
-        raise NotFound(f"dataset {ref!r} does not exist")
+        raise NotFound(f"dataset {clip(ref)!r} does not exist")
     return dataset
 
 
@@ -186,7 +157,7 @@ def dataset_counts(session: Session, dataset: Dataset) -> dict[str, Any]:
     }
     deleted = 0
     for split, class_index, state, n in rows:
-        if state == SampleState.DELETED:
+        if state != SampleState.ACTIVE:  # deleted, or being erased
             deleted += n
             continue
         counts[split]["total"] += n

@@ -24,6 +24,7 @@ from app.db.models import (
     Sample,
     SampleState,
 )
+from app.services.data_roots import MAX_LISTED, clip
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.models import get_model
 from app.services.versions import load_placements
@@ -43,6 +44,17 @@ def _malformed(name: object) -> bool:
         return True
     parts = name.split("/")
     return any(part in ("", ".", "..") for part in parts) or posixpath.normpath(name) != name
+
+
+def _first_of_each(problems: dict[str, Any]) -> dict[str, Any]:
+    """At most MAX_LISTED names per kind of problem, each clipped: never echo a huge body."""
+    shown: dict[str, Any] = {}
+    for key, value in problems.items():
+        if isinstance(value, dict):
+            shown[key] = {clip(k): v[:MAX_LISTED] for k, v in list(value.items())[:MAX_LISTED]}
+        else:
+            shown[key] = [clip(name) for name in value[:MAX_LISTED]]
+    return shown
 
 
 def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -> list[Sample]:
@@ -72,7 +84,7 @@ def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -
     by_path = {s.rel_path: s for s in rows}
     by_name: dict[str, list[Sample]] = defaultdict(list)
     for sample in rows:
-        by_name[sample.file_name].append(sample)
+        by_name[str(sample.file_name)].append(sample)
     resolved: list[Sample] = []
     unknown: list[str] = []
     ambiguous: dict[str, list[str]] = {}
@@ -87,8 +99,8 @@ def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -
         if not candidates:
             unknown.append(name)
         elif len(candidates) > 1:
-            ambiguous[name] = sorted(s.rel_path for s in candidates)
-        elif candidates[0].state == SampleState.DELETED:
+            ambiguous[name] = sorted(str(s.rel_path) for s in candidates)
+        elif candidates[0].state != SampleState.ACTIVE:
             already_deleted.append(name)
         else:
             resolved.append(candidates[0])
@@ -106,7 +118,11 @@ def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -
     if problems:
         summary = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in problems.items())
         error_cls = Conflict if set(problems) == {"already_deleted"} else InvalidInput
-        raise error_cls(f"filenames refused: {summary}", invalid_filenames=problems)
+        raise error_cls(
+            f"filenames refused: {summary}",
+            invalid_filenames=_first_of_each(problems),
+            invalid_filename_counts={key: len(value) for key, value in problems.items()},
+        )
     return resolved
 
 
@@ -141,6 +157,7 @@ def create_deletion_request(
     payload: dict[str, Any],
     idempotency_key: str | None,
     default_class_method: str,
+    owner_key_id: int | None = None,
 ) -> tuple[DeletionRequest, bool]:
     """Validate, resolve and store a request with its plan. Returns (request, created)."""
     fingerprint = request_fingerprint(payload)
@@ -198,6 +215,7 @@ def create_deletion_request(
     )
     request = DeletionRequest(
         model_id=model.id,
+        owner_key_id=owner_key_id,
         target_kind=target.value,
         target_classes=retired,
         method=method.name,
@@ -215,17 +233,28 @@ def create_deletion_request(
     return request, True
 
 
-def get_request(session: Session, request_id: str) -> DeletionRequest:
+def get_request(
+    session: Session, request_id: str, *, owner_key_id: int | None = None
+) -> DeletionRequest:
+    """A request by id; with ``owner_key_id``, only that key's own (others' do not exist)."""
     request = session.get(DeletionRequest, request_id)
-    if request is None:
-        raise NotFound(f"deletion request {request_id!r} does not exist")
+    if request is None or (owner_key_id is not None and request.owner_key_id != owner_key_id):
+        raise NotFound(f"deletion request {request_id[:100]!r} does not exist")
     return request
 
 
 def list_requests(
-    session: Session, *, status: str | None, model: str | None, limit: int, offset: int
+    session: Session,
+    *,
+    status: str | None,
+    model: str | None,
+    limit: int,
+    offset: int,
+    owner_key_id: int | None = None,
 ) -> tuple[list[DeletionRequest], int]:
     query = select(DeletionRequest)
+    if owner_key_id is not None:
+        query = query.where(DeletionRequest.owner_key_id == owner_key_id)
     if status:
         valid = {s.value for s in RequestStatus}
         if status not in valid:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +29,17 @@ from app.db.models import (
     ShardStatus,
     VersionShard,
 )
+from app.services.data_roots import (
+    FileSizeError,
+    UnsafeFileError,
+    containing_root,
+    read_file_under,
+)
 from app.services.errors import InvalidInput
 from app.services.models import active_train_count, add_model, check_new_model
 from models_store import LocalStore
 
 IMPORT_METHOD = "import"
-MAX_STATE_DICT_BYTES = 2 * 1024**3
 
 
 def import_key(source_sha256: str, recipe: ModelRecipe, architecture: str) -> str:
@@ -69,25 +76,32 @@ def check_class_names(dataset: Dataset, class_names: list[str]) -> None:
         )
 
 
-def read_state_dict_file(path_text: str) -> bytes:
-    path = Path(path_text)
-    if not path.is_absolute():
-        raise InvalidInput(
-            f"state_dict_path must be an absolute server-side path, got {path_text!r}"
-        )
-    if not path.is_file():
-        raise InvalidInput(f"state_dict_path {path_text!r} does not exist or is not a file")
-    size = path.stat().st_size
-    if size == 0 or size > MAX_STATE_DICT_BYTES:
-        raise InvalidInput(
-            f"state_dict_path {path_text!r} has {size} bytes; expected 1..{MAX_STATE_DICT_BYTES}"
-        )
+NOT_ALLOWED = (
+    "state_dict_path is not an allowed file: it must be a readable regular file inside one "
+    "of the data roots (FORGETD_DATA_ROOTS), reached without symbolic links"
+)
+
+
+def read_state_dict_file(path_text: str, data_roots: Sequence[Path], max_bytes: int) -> bytes:
+    """The bytes of a state_dict file inside the data roots. Every path that is not allowed or
+    not found gets the same answer, so the import reveals nothing about other files."""
+    if not path_text.startswith("/") or "\x00" in path_text:
+        raise InvalidInput(NOT_ALLOWED)
+    real = Path(os.path.realpath(path_text))
+    root = containing_root(real, data_roots)
+    if root is None or real == root:
+        raise InvalidInput(NOT_ALLOWED)
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(
-            f"state_dict_path {path_text!r} cannot be read: {exc.strerror}"
-        ) from None
+        return read_file_under(root, real.relative_to(root).as_posix(), max_bytes)
+    except FileSizeError as exc:  # an allowed file: its size may be told
+        raise InvalidInput(f"state_dict_path refused: {exc}") from None
+    except UnsafeFileError:
+        raise InvalidInput(NOT_ALLOWED) from None
+
+
+def discard_import(store_root: Path, key: str) -> None:
+    """Remove staged weights that no import will convert (the import failed)."""
+    LocalStore(store_root).delete(IMPORTS, key)
 
 
 def _check_spec(session: Session, spec: ImportSpec) -> Dataset:
@@ -125,26 +139,23 @@ class ImportSpec:
     dataset: int | str
     architecture: str
     class_names: list[str]
-    state_dict_path: str
     recipe: ModelRecipe
     """Input size, seed and the recipe an exact method would retrain with."""
 
 
 def create_imported_model(
-    session: Session, spec: ImportSpec, store_root: Path
-) -> tuple[Model, ModelVersion]:
-    """Store the model, its version 1 and the uploaded bytes; the caller commits, then enqueues
-    the import task."""
+    session: Session, spec: ImportSpec, data: bytes, store_root: Path
+) -> tuple[Model, ModelVersion, str]:
+    """Store the model and its version 1, then stage the bytes under the returned key; the
+    caller commits (and on failure calls :func:`discard_import`), then enqueues the task."""
+    if not data:
+        raise InvalidInput("the state_dict is empty")
     dataset = _check_spec(session, spec)
-    data = read_state_dict_file(spec.state_dict_path)
     source_sha256 = hashlib.sha256(data).hexdigest()
     recipe = _recipe(spec, dataset, source_sha256, len(data))
     model, version = add_model(session, spec.name, dataset, spec.architecture, recipe)
     version.method = IMPORT_METHOD
     key = import_key(source_sha256, recipe, model.architecture)
-    store = LocalStore(store_root)
-    if not store.exists(CHECKPOINTS, key):  # an identical import was converted already
-        store.put(IMPORTS, key, data)
     session.flush()
     session.execute(
         update(Checkpoint)
@@ -158,4 +169,8 @@ def create_imported_model(
         .where(VersionShard.version_id == version.id)
         .values(status=ShardStatus.RUNNING, restart_slice=1)
     )
-    return model, version
+    session.flush()
+    store = LocalStore(store_root)
+    if not store.exists(CHECKPOINTS, key):  # an identical import was converted already
+        store.put(IMPORTS, key, data)
+    return model, version, key

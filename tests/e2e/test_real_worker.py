@@ -77,7 +77,7 @@ def _checkpoints(engine, model_id: int, number: int) -> dict[tuple[int, int], Ch
 def _delete_and_check(deployed: Deployment, database_url: str, root: Path) -> None:
     engine = create_engine(database_url)
     store = LocalStore(deployed.home / "store")
-    with httpx.Client(base_url=deployed.base_url, timeout=30) as client:
+    with deployed.client() as client:
         model = _train(client, deployed, root)
         picked = _pick_files(engine, model["id"], {1})
         shard_a, shard_b = sorted(picked)[:2]
@@ -150,12 +150,13 @@ def _delete_and_check(deployed: Deployment, database_url: str, root: Path) -> No
 def test_postgres_redis_and_two_real_workers(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    root = make_subset(tmp_path / "animals")
+    root = make_subset(tmp_path / "data" / "animals")
     env = {
         "FORGETD_DATABASE_URL": postgres_url,
         "FORGETD_BROKER_URL": redis_url,
         "FORGETD_RESULT_BACKEND": redis_url,
         "FORGETD_DEVICE": "cpu",
+        "FORGETD_DATA_ROOTS": str(root.parent),
     }
     with deployment(tmp_path / "home", env=env, workers=2) as deployed:
         _delete_and_check(deployed, postgres_url, root)
@@ -163,8 +164,8 @@ def test_postgres_redis_and_two_real_workers(
 
 @pytest.mark.slow
 def test_embedded_default_sqlite_and_sqlite_broker(tmp_path: Path) -> None:
-    root = make_subset(tmp_path / "animals")
     home = tmp_path / "home"
+    root = make_subset(home / "data" / "animals")  # the embedded default data root
     with deployment(home, env={"FORGETD_DEVICE": "cpu"}) as deployed:
         _delete_and_check(deployed, f"sqlite:///{home / 'forgetd.db'}", root)
 
@@ -175,8 +176,9 @@ def test_a_killed_worker_loses_no_request(
 ) -> None:
     """SIGKILL the only worker in the middle of a retrain: the sweep of the next worker finds
     the stalled shard in the database and finishes the request."""
-    root = make_subset(tmp_path / "animals", train_per_class=160)
+    root = make_subset(tmp_path / "data" / "animals", train_per_class=160)
     env = {
+        "FORGETD_DATA_ROOTS": str(root.parent),
         "FORGETD_DATABASE_URL": postgres_url,
         "FORGETD_BROKER_URL": redis_url,
         "FORGETD_RESULT_BACKEND": redis_url,
@@ -187,7 +189,7 @@ def test_a_killed_worker_loses_no_request(
     engine = create_engine(postgres_url)
     with (
         deployment(tmp_path / "home", env=env) as deployed,
-        httpx.Client(base_url=deployed.base_url, timeout=30) as client,
+        deployed.client() as client,
     ):
         # Long enough a retrain (a slice-0 file: all three slices, 30 epochs each) that the
         # kill lands while the shard is training, as the progress it reports shows.

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from app.core.store_namespaces import METHOD_RESULTS
 from app.db.models import (
     Checkpoint,
+    Dataset,
     DeletionTarget,
     ManifestEntry,
     ModelVersion,
@@ -110,10 +111,13 @@ def _assert_erased(root: Path, dataset_id: int, class_index: int, request_id: st
                 select(Tombstone).where(Tombstone.sha256.in_([s.sha256 for s in samples]))
             )
         }
+        class_name = session.get(Dataset, dataset_id).classes[class_index]  # type: ignore[union-attr]
     for sample in samples:
         assert sample.state == "deleted"
-        assert not (root / sample.rel_path).exists()
+        assert sample.rel_path is None and sample.file_name is None  # names erased too
         assert stones.get(sample.sha256) == request_id
+    left = [p for split in ("train", "test") for p in (root / split / class_name).glob("*")]
+    assert left == []
 
 
 def _problem(response: Any, status: int, *needles: str) -> dict[str, Any]:
@@ -519,7 +523,7 @@ def test_import_refusals(sqlite_service, tiny_dataset: Path, tmp_path: Path) -> 
     _problem(
         client.post("/v1/models/import", json={**body, "state_dict_path": "/nope/x.pt"}),
         422,
-        "does not exist",
+        "not an allowed file",
     )
     _problem(
         client.post("/v1/models/import", json={**body, "architecture": "vgg99"}),

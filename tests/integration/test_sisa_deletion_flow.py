@@ -42,11 +42,9 @@ def _manifest(model_id: int, number: int) -> dict[int, tuple[int, int]]:
         return {sid: (shard, slice_) for sid, shard, slice_ in rows}
 
 
-def _sample(dataset_id: int, rel_path: str) -> Sample:
+def _sample(sample_id: int) -> Sample:
     with session_scope() as session:
-        sample = session.scalar(
-            select(Sample).where(Sample.dataset_id == dataset_id, Sample.rel_path == rel_path)
-        )
+        sample = session.get(Sample, sample_id)
         assert sample is not None
         return sample
 
@@ -98,19 +96,23 @@ def test_file_deletion_retrains_only_affected_shards_from_the_right_slice(
 
     # The file is gone from storage, tombstoned, and the superseded checkpoint purged.
     assert not (tiny_dataset / victim_path).exists()
-    victim = _sample(dataset["id"], victim_path)
+    victim = _sample(victim_id)
     assert victim.state == "deleted"
+    # Its names are gone from the database; its hash, class and split stay.
+    assert victim.rel_path is None and victim.file_name is None
+    assert victim.split == "train" and len(victim.sha256) == 64
     with session_scope() as session:
         assert session.get(Tombstone, victim.sha256) is not None
     assert not store().exists(CHECKPOINTS, before[(shard, 1)].key)
     assert store().exists(CHECKPOINTS, before[(shard, 0)].key)
 
-    # Asking again for the same file is refused and names it.
+    # Asking again for the same file is refused and names it: the service no longer knows
+    # the name at all.
     response = service.client.post(
         "/v1/deletion-requests", json={"model": model["id"], "filenames": [name]}
     )
-    assert response.status_code == 409
-    assert response.json()["invalid_filenames"]["already_deleted"] == [name]
+    assert response.status_code == 422
+    assert response.json()["invalid_filenames"]["unknown"] == [name]
 
 
 def test_sisa_result_equals_a_full_retrain_on_the_same_data_and_seed(

@@ -71,3 +71,31 @@ def test_bad_settings_fail_at_start_naming_the_setting(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=named):
         load_settings()
+
+
+def test_data_roots_default_to_the_home_data_folder_and_split_on_colons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORGETD_HOME_DIR", str(tmp_path / "home"))
+    monkeypatch.delenv("FORGETD_DATA_ROOTS", raising=False)
+    assert Settings().data_roots == [tmp_path / "home" / "data"]
+    monkeypatch.setenv("FORGETD_DATA_ROOTS", f"{tmp_path}/a:{tmp_path}/b:")
+    assert Settings().data_roots == [tmp_path / "a", tmp_path / "b"]
+
+
+@pytest.mark.parametrize(
+    ("roots", "says"),
+    [
+        ("relative/data", "absolute"),
+        ("{tmp}", "FORGETD_HOME_DIR"),  # would expose the database, store and signing key
+        ("{tmp}/home/store/..", "FORGETD_HOME_DIR"),
+        ("/", "own state"),
+    ],
+)
+def test_data_roots_that_reach_the_service_state_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, roots: str, says: str
+) -> None:
+    monkeypatch.setenv("FORGETD_HOME_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("FORGETD_DATA_ROOTS", roots.format(tmp=tmp_path))
+    with pytest.raises(SettingsError, match=says):
+        load_settings()

@@ -144,7 +144,7 @@ def _load_rows(ctx: AuditContext, rows: list[SampleRow], *, cache: bool) -> torc
     if not rows:
         return torch.zeros((0, dataset.channels, size, size), dtype=torch.uint8)
     return load_images(
-        [root / r.rel_path for r in rows], image_size=size, channels=dataset.channels
+        [root / str(r.rel_path) for r in rows], image_size=size, channels=dataset.channels
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -21,7 +20,6 @@ from app.db.models import (
     RequestStatus,
     Sample,
     SampleState,
-    Tombstone,
     VersionStatus,
     as_utc,
 )
@@ -29,6 +27,7 @@ from app.db.session import session_scope
 from app.services.versions import create_child_version
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS
+from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows.common import log, now, store, touch_model
 from worker.flows.timings import add_phase, finish, stopwatch
 from worker.samples import purge_dataset_cache
@@ -168,33 +167,6 @@ def start_batch(model_id: int) -> int | None:
         return version.id
 
 
-def erase_samples(session: Session, request: DeletionRequest) -> int:
-    """Delete the request's image files, tombstone their hashes and mark the samples deleted."""
-    samples = session.scalars(
-        select(Sample)
-        .join(DeletionTarget, DeletionTarget.sample_id == Sample.id)
-        .where(DeletionTarget.request_id == request.id, Sample.state == SampleState.ACTIVE)
-    ).all()
-    if not samples:
-        return 0
-    model = session.get(Model, request.model_id)
-    assert model is not None
-    root = Path(model.dataset.root)
-    known = set(
-        session.scalars(
-            select(Tombstone.sha256).where(Tombstone.sha256.in_({s.sha256 for s in samples}))
-        ).all()
-    )
-    for sample in samples:
-        (root / sample.rel_path).unlink(missing_ok=True)
-        sample.state = SampleState.DELETED
-        sample.deleted_at = now()
-        if sample.sha256 not in known:
-            session.add(Tombstone(sha256=sample.sha256, request_id=request.id))
-            known.add(sample.sha256)
-    return len(samples)
-
-
 def purge_superseded_checkpoints(
     session: Session, version: ModelVersion, sample_ids: list[int]
 ) -> int:
@@ -274,22 +246,17 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
                     audit(session, live, version)
                 add_phase(live, "audit_s", audit_time["s"])
     erasure_began = time.perf_counter()
+    erasing = erase_batch_files(version, requests)
     with session_scope() as session:
-        erased: list[int] = []
         # Re-read, not merge: the detached copies hold the state from before the audits.
         current = [session.get(DeletionRequest, r.id) for r in requests]
         for request in (r for r in current if r is not None):
-            erased.extend(
-                session.scalars(
-                    select(DeletionTarget.sample_id).where(DeletionTarget.request_id == request.id)
-                ).all()
-            )
-            count = erase_samples(session, request)
+            count = forget_samples(session, request.id, erasing)
             request.status = RequestStatus.COMPLETED
             request.completed_at = now()
             request.status_reason = f"forgotten in version {version.number}; {count} files erased"
         version = session.merge(version)
-        purged = purge_superseded_checkpoints(session, version, sorted(set(erased)))
+        purged = purge_superseded_checkpoints(session, version, sorted(erasing))
         model = session.get(Model, version.model_id)
         assert model is not None
         purge_dataset_cache(get_settings(), model.dataset_id)
@@ -304,6 +271,22 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             len(requests),
             purged,
         )
+
+
+def erase_batch_files(version: ModelVersion, requests: list[DeletionRequest]) -> set[int]:
+    """Check every file of the batch, commit the intent to erase, then unlink them. Raises
+    ErasureRefusedError (nothing erased) when any file fails its check."""
+    with session_scope() as session:
+        model = session.get(Model, version.model_id)
+        assert model is not None
+        dataset = model.dataset
+        samples = pending_samples(session, [r.id for r in requests])
+        checked = check_files(dataset, samples, get_settings().data_roots)
+        for sample in samples:
+            sample.state = SampleState.ERASING
+        session.expunge(dataset)
+    unlink_files(dataset, checked)
+    return {s.sample_id for s in checked}
 
 
 def resume_completion(version_id: int, audit: AuditHook | None) -> int | None:

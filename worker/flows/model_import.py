@@ -43,7 +43,11 @@ def import_model(version_id: int) -> bool:
             raise ImportRefusedError(
                 "the uploaded weights are no longer in the store; import the model again"
             ) from None
-        net = _convert_state_dict(raw, model)
+        try:
+            net = _convert_state_dict(raw, model)
+        except Exception:
+            blob_store.delete(IMPORTS, key)  # a refused import leaves no copy of its bytes
+            raise
         blob_store.put(CHECKPOINTS, key, checkpoint_bytes(net, None))
     artifact = hashlib.sha256(blob_store.get(CHECKPOINTS, key)).hexdigest()
     with session_scope() as session:

@@ -15,6 +15,16 @@ from PIL import Image
 _MODES = {1: "L", 3: "RGB"}
 
 
+class ImageDecodeError(RuntimeError):
+    """Image ``index`` of a batch could not be read; the message carries no path."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        reason = getattr(cause, "strerror", None) or type(cause).__name__
+        super().__init__(f"image {index} of the batch cannot be read ({reason})")
+        self.index = index
+        self.reason = reason
+
+
 def load_images(
     paths: Sequence[Path],
     *,
@@ -54,7 +64,10 @@ def _decode_all(paths: Sequence[Path], *, image_size: int, channels: int) -> np.
     out = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
     mode = _MODES[channels]
     for i, path in enumerate(paths):
-        pixels = _decode_one(Path(path), mode=mode, image_size=image_size)
+        try:
+            pixels = _decode_one(Path(path), mode=mode, image_size=image_size)
+        except (OSError, ValueError) as exc:  # PIL's errors are OSErrors too
+            raise ImageDecodeError(i, exc) from None
         if channels == 1:
             out[i, 0] = pixels
         else:

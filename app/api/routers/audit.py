@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
+from app.api.auth import Audit
 from app.api.deps import SessionDep
 from app.db.models import AuditReport
 
@@ -17,6 +18,7 @@ router = APIRouter(tags=["audit"])
 @router.get("/v1/audit-chain", responses={200: {"content": {"application/json": {}}}})
 def read_audit_chain(
     session: SessionDep,
+    caller: Audit,
     offset: Annotated[int, Query(ge=0, description="reports to skip from the oldest")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:

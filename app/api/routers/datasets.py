@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Response, status
 
+from app.api.auth import Operate
 from app.api.deps import SessionDep, SettingsDep
 from app.api.schemas import DatasetCreate, DatasetOut
 from app.db.models import Dataset
@@ -25,12 +24,17 @@ def _out(session: SessionDep, dataset: Dataset) -> DatasetOut:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
 def register_dataset(
-    body: DatasetCreate, session: SessionDep, settings: SettingsDep, response: Response
+    body: DatasetCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    caller: Operate,
 ) -> DatasetOut:
     dataset = service.register_dataset(
         session,
         name=body.name,
-        root=Path(body.root),
+        root_text=body.root,
+        data_roots=settings.data_roots,
         holdout_fraction=settings.holdout_fraction,
     )
     session.commit()
@@ -39,5 +43,5 @@ def register_dataset(
 
 
 @router.get("/{dataset_ref}", response_model=DatasetOut)
-def get_dataset(dataset_ref: str, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_ref: str, session: SessionDep, caller: Operate) -> DatasetOut:
     return _out(session, service.get_dataset(session, dataset_ref))

@@ -6,18 +6,20 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import select
 
+from app.api.auth import CancelRequests, ReadRequests, SubmitRequests
 from app.api.deps import SessionDep, SettingsDep
 from app.api.schemas import DeletionCreate, DeletionOut, DeletionPage
 from app.db.models import AuditReport, DeletionRequest, ModelVersion, RequestStatus
 from app.queue import enqueue_deletion
 from app.services import deletions as service
+from app.services.api_keys import Principal, idempotency_token, owner_scope
 from app.services.errors import NotFound
 from app.services.progress import version_progress
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 
 
-def deletion_out(session: SessionDep, request: DeletionRequest) -> DeletionOut:
+def deletion_out(session: SessionDep, request: DeletionRequest, caller: Principal) -> DeletionOut:
     numbers: dict[int | None, int] = dict(
         session.execute(
             select(ModelVersion.id, ModelVersion.number).where(
@@ -53,7 +55,8 @@ def deletion_out(session: SessionDep, request: DeletionRequest) -> DeletionOut:
             "classes": request.target_classes,
             "samples": request.plan.get("samples"),
         },
-        external_id=request.external_id,
+        # Often an e-mail address or a ticket: only for its owner and the staff roles.
+        external_id=request.external_id if caller.may_see_external_id(request) else None,
         timings=request.timings or {},
         base_version=numbers.get(request.base_version_id),
         result_version=numbers.get(request.result_version_id),
@@ -70,13 +73,15 @@ def create_deletion_request(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
+    caller: SubmitRequests,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> DeletionOut:
     request, created = service.create_deletion_request(
         session,
         payload=body.model_dump(exclude_none=True),
-        idempotency_key=idempotency_key,
+        idempotency_key=idempotency_token(caller, idempotency_key),
         default_class_method=settings.default_class_method,
+        owner_key_id=caller.key_id,
     )
     if created:
         # Stored first, enqueued only after the commit: a worker never sees a request that
@@ -87,44 +92,60 @@ def create_deletion_request(
     else:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/deletion-requests/{request.id}"
-    return deletion_out(session, request)
+    return deletion_out(session, request, caller)
 
 
 @router.get("", response_model=DeletionPage)
 def list_deletion_requests(
     session: SessionDep,
+    caller: ReadRequests,
     status_filter: Annotated[str | None, Query(alias="status")] = None,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeletionPage:
     rows, total = service.list_requests(
-        session, status=status_filter, model=model, limit=limit, offset=offset
+        session,
+        status=status_filter,
+        model=model,
+        limit=limit,
+        offset=offset,
+        owner_key_id=owner_scope(caller),
     )
     return DeletionPage(
-        items=[deletion_out(session, r) for r in rows], total=total, limit=limit, offset=offset
+        items=[deletion_out(session, r, caller) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 
 @router.get("/{request_id}", response_model=DeletionOut)
-def read_deletion_request(request_id: str, session: SessionDep) -> DeletionOut:
-    return deletion_out(session, service.get_request(session, request_id))
+def read_deletion_request(
+    request_id: str, session: SessionDep, caller: ReadRequests
+) -> DeletionOut:
+    request = service.get_request(session, request_id, owner_key_id=owner_scope(caller))
+    return deletion_out(session, request, caller)
 
 
 @router.post("/{request_id}/cancel", response_model=DeletionOut)
-def cancel_deletion_request(request_id: str, session: SessionDep) -> DeletionOut:
-    request = service.get_request(session, request_id)
+def cancel_deletion_request(
+    request_id: str, session: SessionDep, caller: CancelRequests
+) -> DeletionOut:
+    request = service.get_request(session, request_id, owner_key_id=owner_scope(caller))
     service.cancel_request(session, request)
     session.commit()
-    return deletion_out(session, request)
+    return deletion_out(session, request, caller)
 
 
 @router.get(
     "/{request_id}/report",
     responses={200: {"content": {"application/json": {}, "text/html": {}}}},
 )
-def read_report(request_id: str, session: SessionDep, request: Request) -> Response:
-    deletion = service.get_request(session, request_id)
+def read_report(
+    request_id: str, session: SessionDep, request: Request, caller: ReadRequests
+) -> Response:
+    deletion = service.get_request(session, request_id, owner_key_id=owner_scope(caller))
     report = session.scalar(select(AuditReport).where(AuditReport.request_id == deletion.id))
     if report is None:
         raise NotFound(

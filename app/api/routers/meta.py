@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from app.api.auth import AnyRole, Audit, public
 from app.api.deps import SessionDep, SettingsDep
 from app.core.methods import all_methods
 from app.services.keys import public_key_view
@@ -16,21 +17,21 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/v1/methods")
-def list_methods() -> dict[str, Any]:
+def list_methods(caller: AnyRole) -> dict[str, Any]:
     return {"methods": [spec.describe() for spec in all_methods()]}
 
 
-@router.get("/v1/keys")
+@router.get("/v1/keys", dependencies=[Depends(public)])
 def list_keys(settings: SettingsDep) -> dict[str, Any]:
     return {"keys": [public_key_view(settings)]}
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[Depends(public)])
 def health(session: SessionDep) -> dict[str, str]:
     session.execute(text("SELECT 1"))
     return {"status": "ok"}
 
 
 @router.get("/metrics")
-def metrics() -> Response:
+def metrics(caller: Audit) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
+from app.api.auth import Operate
 from app.api.deps import SessionDep
 from app.api.schemas import ModelCreate, ModelOut
 from app.db.models import Model, ModelVersion, VersionStatus
@@ -63,7 +64,9 @@ def model_out(session: SessionDep, model: Model) -> ModelOut:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut)
-def register_model(body: ModelCreate, session: SessionDep, response: Response) -> ModelOut:
+def register_model(
+    body: ModelCreate, session: SessionDep, response: Response, caller: Operate
+) -> ModelOut:
     model, version = create_model(
         session, body.name, body.dataset, body.architecture, body.recipe()
     )
@@ -74,5 +77,5 @@ def register_model(body: ModelCreate, session: SessionDep, response: Response) -
 
 
 @router.get("/{model_ref}", response_model=ModelOut)
-def read_model(model_ref: str, session: SessionDep) -> ModelOut:
+def read_model(model_ref: str, session: SessionDep, caller: Operate) -> ModelOut:
     return model_out(session, get_model(session, model_ref))
