@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import BaseRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import SessionDep
@@ -71,6 +71,16 @@ AnyRole = Annotated[Principal, Depends(allow(REQUESTER, OPERATOR, AUDITOR))]
 Administer = Annotated[Principal, Depends(allow())]
 
 
+def _flat_routes(routes: list[BaseRoute]) -> Iterable[Any]:
+    """Every route with its full path, included routers expanded (FastAPI keeps included
+    routers as objects since it routes them lazily; older versions copied their routes)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return iter(routes)
+    return iter_route_contexts(routes)
+
+
 def _policy_calls(dependant: Dependant) -> Iterable[Callable[..., object]]:
     for sub in dependant.dependencies:
         if sub.call in POLICIES:
@@ -93,7 +103,7 @@ def route_policies(app: FastAPI) -> list[RoutePolicy]:
     documentation = {app.openapi_url, app.docs_url, app.redoc_url}
     documentation.add(app.swagger_ui_oauth2_redirect_url)
     table = []
-    for route in iter_route_contexts(app.routes):
+    for route in _flat_routes(app.routes):
         path, methods = str(route.path), frozenset(route.methods or ())
         dependant = getattr(route, "dependant", None)
         if dependant is None:

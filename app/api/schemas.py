@@ -24,6 +24,10 @@ from app.core.recipe import (
 from app.db.models import Role
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+# Bounded, so that no error ever echoes a long input back.
+Ref = int | Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+ShortName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class DatasetCreate(BaseModel):
@@ -76,8 +80,8 @@ class RecipeFields(BaseModel):
 
 class ModelCreate(RecipeFields):
     name: Name
-    dataset: int | str
-    architecture: str = "small_cnn"
+    dataset: Ref
+    architecture: ShortName = "small_cnn"
     shards: Shards = 5
     slices: Slices = 4
     aggregation: Aggregation = "mean_softmax"
@@ -113,11 +117,11 @@ class ModelOut(BaseModel):
 
 class DeletionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: int | str
+    model: Ref
     filenames: list[str] | None = None
-    class_name: str | None = None
-    class_names: list[str] | None = None
-    method: str | None = "auto"
+    class_name: ShortText | None = None
+    class_names: list[ShortText] | None = Field(None, max_length=10_000)
+    method: ShortName | None = "auto"
     method_config: dict[str, Any] | None = None
     external_id: str | None = Field(None, max_length=200)
 
@@ -158,12 +162,13 @@ class ModelImport(RecipeFields):
     an exact method (sisa, retrain) later retrains the model."""
 
     name: Name
-    dataset: int | str = Field(description="the dataset the model was trained on (id or name)")
-    architecture: str = Field(
+    dataset: Ref = Field(description="the dataset the model was trained on (id or name)")
+    architecture: ShortName = Field(
         "small_cnn", description="a registered architecture the state_dict fits (GET /docs)"
     )
-    class_names: list[str] = Field(
+    class_names: list[ShortText] = Field(
         min_length=1,
+        max_length=10_000,
         description="the class of each model output, in output order; the same set as the "
         "dataset's classes (the worker reorders the output layer when the order differs)",
     )

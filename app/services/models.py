@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.core.architectures import architecture_names
 from app.core.recipe import ModelRecipe, parse_recipe
 from app.db.models import Dataset, Model, ModelStatus, ModelVersion, Sample, SampleState
+from app.services.data_roots import clip
 from app.services.datasets import get_dataset
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.versions import create_initial_version
@@ -34,7 +35,9 @@ def check_new_model(
         raise Conflict(f"a model named {name!r} already exists")
     dataset = get_dataset(session, dataset_ref)
     if architecture not in architecture_names():
-        raise InvalidInput(f"unknown architecture {architecture!r}; known: {architecture_names()}")
+        raise InvalidInput(
+            f"unknown architecture {clip(architecture)!r}; known: {architecture_names()}"
+        )
     return dataset
 
 
@@ -77,5 +80,5 @@ def get_model(session: Session, ref: int | str) -> Model:
     else:
         model = session.scalar(select(Model).where(Model.name == ref))
     if model is None:
-        raise NotFound(f"model {ref!r} does not exist")
+        raise NotFound(f"model {clip(ref)!r} does not exist")
     return model

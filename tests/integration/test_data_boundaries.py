@@ -195,85 +195,96 @@ def _imports_left(service: Any) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
-def test_import_is_no_file_oracle_and_leaves_no_copy(
-    configure, tiny_dataset: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def import_service(configure, tiny_dataset: Path) -> Any:
+    """A service whose upload cap is just above the size of `_state_dict()`."""
     from tests.conftest import InProcessService
+
+    cap = len(_state_dict()) + 50_000
+    service = InProcessService(configure(import_max_bytes=str(cap)))
+    service.cap = cap  # type: ignore[attr-defined]
+    service.dataset = service.register_dataset(tiny_dataset)  # type: ignore[attr-defined]
+    yield service
+    service.close()
+
+
+def _import_body(dataset: dict[str, Any], name: str = "imported") -> dict[str, Any]:
+    return {
+        "name": name,
+        "dataset": dataset["id"],
+        "class_names": dataset["classes"],
+        "image_size": 16,
+    }
+
+
+def test_import_path_is_no_file_oracle(import_service: Any, tmp_path: Path) -> None:
+    service = import_service
+    base = _import_body(service.dataset)
+    settings = service.settings
+    inside_link = tmp_path / "passwd.pt"
+    inside_link.symlink_to("/etc/passwd")
+    forbidden = [
+        "/etc/shadow",
+        "/etc/passwd",
+        str(settings.signing_key_path),
+        settings.database_url.removeprefix("sqlite:///"),
+        str(inside_link),
+        str(tmp_path / "missing.pt"),
+        str(tmp_path),
+        "weights.pt",
+        "/" + "y" * 3000,
+    ]
+    answers = set()
+    for path in forbidden:
+        body = _refused(
+            service.client.post("/v1/models/import", json={**base, "state_dict_path": path})
+        )
+        assert "sha256" not in str(body) and "bytes" not in body["detail"]
+        answers.add(body["detail"])
+    assert len(answers) == 1, answers
+    assert _imports_left(service) == []
+
+    # A path inside the data roots works, and reveals only that file's hash.
+    weights = _state_dict()
+    allowed = tmp_path / "weights.pt"
+    allowed.write_bytes(weights)
+    by_path = service.client.post(
+        "/v1/models/import", json={**base, "name": "by-path", "state_dict_path": str(allowed)}
+    )
+    assert by_path.status_code == 202, by_path.text
+    source = by_path.json()["config"]["imported"]["source_sha256"]
+    assert source == hashlib.sha256(weights).hexdigest()
+
+
+def test_an_uploaded_import_leaves_no_copy_behind(import_service: Any) -> None:
     from worker import tasks
 
-    weights = _state_dict()
-    cap = len(weights) + 50_000
-    service = InProcessService(configure(import_max_bytes=str(cap)))
-    try:
-        dataset = service.register_dataset(tiny_dataset)
-        base = {
-            "name": "imported",
-            "dataset": dataset["id"],
-            "class_names": dataset["classes"],
-            "image_size": 16,
-        }
-        settings = service.settings
-        inside_link = tmp_path / "passwd.pt"
-        inside_link.symlink_to("/etc/passwd")
-        forbidden = [
-            "/etc/shadow",
-            "/etc/passwd",
-            str(settings.signing_key_path),
-            settings.database_url.removeprefix("sqlite:///"),
-            str(inside_link),
-            str(tmp_path / "missing.pt"),
-            str(tmp_path),
-            "weights.pt",
-            "/" + "y" * 3000,
-        ]
-        answers = set()
-        for path in forbidden:
-            body = _refused(
-                service.client.post("/v1/models/import", json={**base, "state_dict_path": path})
-            )
-            assert "sha256" not in str(body) and "bytes" not in body["detail"]
-            answers.add(body["detail"])
-        assert len(answers) == 1, answers
-        assert _imports_left(service) == []
+    service = import_service
+    form = {**_import_body(service.dataset), "dataset": str(service.dataset["id"])}
+    # Staged in the store until the worker converts it, then gone.
+    files = {"file": ("w.pt", _state_dict(), "application/octet-stream")}
+    accepted = service.client.post("/v1/models/import", data=form, files=files)
+    assert accepted.status_code == 202, accepted.text
+    assert len(_imports_left(service)) == 1
+    tasks.import_model(_version_id(accepted.json()["id"]))
+    shown = service.client.get(f"/v1/models/{accepted.json()['id']}").json()
+    assert shown["status"] == "ready", shown
+    assert _imports_left(service) == []
 
-        # An upload: staged in the store until the worker converts it, then gone.
-        files = {"file": ("w.pt", weights, "application/octet-stream")}
-        form = {**base, "class_names": dataset["classes"], "dataset": str(dataset["id"])}
-        accepted = service.client.post("/v1/models/import", data=form, files=files)
-        assert accepted.status_code == 202, accepted.text
-        assert len(_imports_left(service)) == 1
-        tasks.import_model(_version_id(accepted.json()["id"]))
-        shown = service.client.get(f"/v1/models/{accepted.json()['id']}").json()
-        assert shown["status"] == "ready", shown
-        assert _imports_left(service) == []
+    # A failed import leaves no copy of its bytes behind.
+    junk = {"file": ("junk.pt", b"not a state dict" * 10, "application/octet-stream")}
+    failed = service.client.post("/v1/models/import", data={**form, "name": "junk"}, files=junk)
+    assert failed.status_code == 202, failed.text
+    tasks.import_model(_version_id(failed.json()["id"]))
+    assert service.client.get(f"/v1/models/{failed.json()['id']}").json()["status"] == "failed"
+    assert _imports_left(service) == []
 
-        # A failed import leaves no copy of its bytes behind.
-        junk = {"file": ("junk.pt", b"not a state dict" * 10, "application/octet-stream")}
-        failed = service.client.post("/v1/models/import", data={**form, "name": "junk"}, files=junk)
-        assert failed.status_code == 202, failed.text
-        tasks.import_model(_version_id(failed.json()["id"]))
-        assert service.client.get(f"/v1/models/{failed.json()['id']}").json()["status"] == "failed"
-        assert _imports_left(service) == []
-
-        # Over the size cap: 413, nothing stored.
-        big = {"file": ("big.pt", b"\0" * (cap + 100_000), "application/octet-stream")}
-        too_big = service.client.post("/v1/models/import", data={**form, "name": "big"}, files=big)
-        assert _refused(too_big, 413)["detail"].startswith("the upload exceeds")
-        assert _imports_left(service) == []
-        assert service.client.get("/v1/models/big").status_code == 404
-
-        # A path inside the data roots works, and reveals only that file's hash.
-        allowed = tmp_path / "weights.pt"
-        allowed.write_bytes(weights)
-        by_path = service.client.post(
-            "/v1/models/import",
-            json={**base, "name": "by-path", "state_dict_path": str(allowed)},
-        )
-        assert by_path.status_code == 202, by_path.text
-        source = by_path.json()["config"]["imported"]["source_sha256"]
-        assert source == hashlib.sha256(weights).hexdigest()
-    finally:
-        service.close()
+    # Over the size cap: 413, nothing stored.
+    big = {"file": ("big.pt", b"\0" * (service.cap + 100_000), "application/octet-stream")}
+    too_big = service.client.post("/v1/models/import", data={**form, "name": "big"}, files=big)
+    assert _refused(too_big, 413)["detail"].startswith("the upload exceeds")
+    assert _imports_left(service) == []
+    assert service.client.get("/v1/models/big").status_code == 404
 
 
 def _version_id(model_id: int) -> int:
@@ -291,3 +302,23 @@ def test_a_missing_folder_inside_the_data_roots_is_named(sqlite_service, tmp_pat
     assert _refused(_register(sqlite_service, tmp_path / "nope"))["detail"].endswith(
         "does not exist or is not a folder"
     )
+
+
+def test_a_file_gone_from_the_dataset_is_named_by_its_hash(
+    sqlite_service, tiny_dataset: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retrain that cannot read an image fails with the sample's hash, never its name."""
+    caplog.set_level(logging.INFO)
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"], shards=1, slices=1, epochs_per_slice=1)
+    bears = sorted((tiny_dataset / "train" / "bear").iterdir())
+    gone = bears[0]
+    sha = hashlib.sha256(gone.read_bytes()).hexdigest()
+    gone.unlink()
+    request = service.forget({"model": model["id"], "filenames": [f"train/bear/{bears[1].name}"]})
+    assert request["status"] == "failed", request
+    assert f"sample {sha} cannot be read" in request["status_reason"]
+    for needle in (gone.name, str(tiny_dataset)):
+        assert needle not in request["status_reason"] and needle not in caplog.text
+    assert bears[1].exists()
