@@ -55,7 +55,7 @@ RUN pip install --no-deps -e . \
 # Without a database URL the image runs embedded (SQLite files under FORGETD_HOME_DIR).
 ENV FORGETD_HOME_DIR=/var/lib/forgetd/home \
     FORGETD_STORE_ROOT=/var/lib/forgetd/store \
-    FORGETD_DATA_ROOT=/var/lib/forgetd/data \
+    FORGETD_DATA_ROOTS=/var/lib/forgetd/data \
     FORGETD_CACHE_ROOT=/var/lib/forgetd/cache \
     FORGETD_SIGNING_KEY_PATH=/var/lib/forgetd/keys/signing.pem
 
