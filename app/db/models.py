@@ -279,6 +279,9 @@ class DeletionRequest(Base):
     # Seconds per phase (queued, claim, retrain per shard, evaluation, audit, erasure, total),
     # written by the worker as each phase ends: see worker.flows.timings.
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
+    # Request options beyond the method's config (guard rails, targets, a reference run),
+    # validated by the HTTP layer and read by the worker; {} means every default.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
@@ -313,6 +316,8 @@ class AuditReport(Base):
     request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"), unique=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     previous_sha256: Mapped[str | None] = mapped_column(String(64))
+    # 1 for the genesis report, then +1 per report: lets a verifier see a dropped first report.
+    sequence: Mapped[int | None] = mapped_column(Integer, unique=True)
     envelope: Mapped[dict[str, Any]] = mapped_column(JSON)
     html: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
