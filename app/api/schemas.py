@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.options import RequestOptions
 from app.core.recipe import (
     Aggregation,
     BatchSize,
@@ -46,6 +47,11 @@ class DatasetOut(BaseModel):
     classes: list[str]
     channels: int
     counts: dict[str, Any]
+    duplicate_content: dict[str, int] = Field(
+        default_factory=dict,
+        description="active samples with identical bytes: groups and extra_copies beyond the "
+        "first of each (a deletion by file forgets every copy)",
+    )
     created_at: datetime
 
 
@@ -124,6 +130,7 @@ class DeletionCreate(BaseModel):
     method: ShortName | None = "auto"
     method_config: dict[str, Any] | None = None
     external_id: str | None = Field(None, max_length=200)
+    options: RequestOptions | None = None
 
 
 class DeletionOut(BaseModel):
@@ -135,6 +142,7 @@ class DeletionOut(BaseModel):
     plan: dict[str, Any]
     method: str
     method_config: dict[str, Any]
+    options: dict[str, Any] = Field(default_factory=dict)
     target: dict[str, Any]
     external_id: str | None
     timings: dict[str, Any] = Field(

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
+from app.core.options import RequestOptions
 from app.db.models import (
     DeletionRequest,
     DeletionTarget,
@@ -126,6 +127,42 @@ def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -
     return resolved
 
 
+def _options(raw: object) -> RequestOptions:
+    try:
+        return RequestOptions.model_validate(raw or {})
+    except ValidationError as exc:
+        raise InvalidInput(
+            "options are not valid", errors=json.loads(exc.json(include_url=False))
+        ) from None
+
+
+def with_identical_copies(
+    session: Session, dataset_id: int, named: Sequence[Sample]
+) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """Forget content, not a path: every active sample of the dataset whose bytes equal a named
+    file's joins the target. Returns the samples and, per hash that gained copies, how many
+    (hashes and counts only: the extra copies' names never leave the database)."""
+    hashes = sorted({s.sha256 for s in named})
+    if not hashes:
+        return list(named), []
+    copies = session.scalars(
+        select(Sample)
+        .where(
+            Sample.dataset_id == dataset_id,
+            Sample.sha256.in_(hashes),
+            Sample.state == SampleState.ACTIVE,
+        )
+        .order_by(Sample.id)
+    ).all()
+    known = {s.id for s in named}
+    extra = [s for s in copies if s.id not in known]
+    added: dict[str, int] = defaultdict(int)
+    for sample in extra:
+        added[sample.sha256] += 1
+    listed = [{"sha256": sha, "extra_copies": n} for sha, n in sorted(added.items())]
+    return [*named, *extra], listed
+
+
 def _class_targets(
     session: Session, model: Model, version: ModelVersion, class_names: Sequence[str]
 ) -> tuple[list[str], list[Sample]]:
@@ -201,11 +238,13 @@ def create_deletion_request(
             errors=json.loads(exc.json(include_url=False)),
         ) from None
     if filenames is not None:
-        samples = resolve_filenames(session, model.dataset_id, filenames)
+        named = resolve_filenames(session, model.dataset_id, filenames)
+        samples, identical_copies = with_identical_copies(session, model.dataset_id, named)
         retired: list[str] = []
     else:
         assert class_names is not None
         retired, samples = _class_targets(session, model, version, class_names)
+        identical_copies = []
     plan = plan_deletion(
         load_placements(session, version.id),
         [s.id for s in samples],
@@ -220,11 +259,18 @@ def create_deletion_request(
         target_classes=retired,
         method=method.name,
         method_config=config.model_dump(mode="json"),
+        # Stored with every default filled in, so the request shows what applies to it.
+        options=_options(payload.get("options")).model_dump(mode="json"),
         external_id=payload.get("external_id"),
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         status=RequestStatus.RECEIVED,
-        plan={**plan.to_dict(), "samples": len(samples), "exact": method.exact},
+        plan={
+            **plan.to_dict(),
+            "samples": len(samples),
+            "exact": method.exact,
+            "identical_copies": identical_copies,
+        },
         base_version_id=version.id,
     )
     session.add(request)

@@ -1,0 +1,74 @@
+"""A request ends `completed` only when the data is gone: every identical copy of a named
+image is forgotten, the lineage proof holds, and the new version passes its guard rails.
+Run in-process on real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from app.db.models import Sample, Tombstone
+from app.db.session import session_scope
+
+
+def _add_twin(dataset: Path, rel_path: str, twin_name: str) -> Path:
+    """A second file with the very same bytes, beside the first."""
+    source = dataset / rel_path
+    twin = source.with_name(twin_name)
+    shutil.copyfile(source, twin)
+    return twin
+
+
+def _first_train_file(dataset: Path) -> str:
+    return str(sorted((dataset / "train" / "bear").iterdir())[0].relative_to(dataset))
+
+
+def _samples_with_hash(sha256: str) -> list[Sample]:
+    with session_scope() as session:
+        return list(session.scalars(select(Sample).where(Sample.sha256 == sha256)).all())
+
+
+def test_registration_counts_identical_copies(postgres_service, tiny_dataset: Path) -> None:
+    original = _first_train_file(tiny_dataset)
+    _add_twin(tiny_dataset, original, "twin-a.png")
+    _add_twin(tiny_dataset, original, "twin-b.png")
+    other = str(sorted((tiny_dataset / "train" / "zebra").iterdir())[0].relative_to(tiny_dataset))
+    _add_twin(tiny_dataset, other, "twin-c.png")
+
+    dataset = postgres_service.register_dataset(tiny_dataset)
+
+    # Three files of one image and two of another: two groups, three copies beyond the first.
+    assert dataset["duplicate_content"] == {"groups": 2, "extra_copies": 3}
+    again = postgres_service.client.get(f"/v1/datasets/{dataset['id']}").json()
+    assert again["duplicate_content"] == {"groups": 2, "extra_copies": 3}
+
+
+def test_deleting_one_copy_forgets_every_identical_copy(
+    postgres_service, tiny_dataset: Path
+) -> None:
+    service = postgres_service
+    original = _first_train_file(tiny_dataset)
+    twin = _add_twin(tiny_dataset, original, "twin.png")
+    sha = hashlib.sha256(twin.read_bytes()).hexdigest()
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"])
+
+    request = service.forget({"model": model["id"], "filenames": [original]})
+
+    assert request["status"] == "completed", request
+    assert request["plan"]["identical_copies"] == [{"sha256": sha, "extra_copies": 1}]
+    assert request["target"]["samples"] == 2
+    assert "twin.png" not in str(request["plan"])  # hashes and counts, never names
+    assert not (tiny_dataset / original).exists()
+    assert not twin.exists()
+    copies = _samples_with_hash(sha)
+    assert len(copies) == 2 and {s.state for s in copies} == {"deleted"}
+    assert all(s.rel_path is None for s in copies)
+    with session_scope() as session:
+        assert session.get(Tombstone, sha) is not None
+    report = service.client.get(f"/v1/deletion-requests/{request['id']}/report").json()
+    lineage = report["report"]["lineage"]
+    assert lineage["verified"] is True, lineage
