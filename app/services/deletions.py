@@ -188,6 +188,41 @@ def _class_targets(
     return list(class_names), list(samples)
 
 
+def _plan(
+    session: Session,
+    model: Model,
+    version: ModelVersion,
+    samples: Sequence[Sample],
+    *,
+    full_retrain: bool,
+) -> dict[str, Any]:
+    plan = plan_deletion(
+        load_placements(session, version.id),
+        [s.id for s in samples],
+        shards=model.recipe.shards,
+        slices=model.recipe.slices,
+        full_retrain=full_retrain,
+    )
+    return {**plan.to_dict(), "samples": len(samples)}
+
+
+def _resolve_target(
+    session: Session,
+    model: Model,
+    version: ModelVersion,
+    filenames: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+) -> tuple[list[Sample], list[str], list[dict[str, Any]]]:
+    """(samples, retired classes, identical copies added) for a file or a class target."""
+    if filenames is not None:
+        named = resolve_filenames(session, model.dataset_id, filenames)
+        samples, identical_copies = with_identical_copies(session, model.dataset_id, named)
+        return samples, [], identical_copies
+    assert class_names is not None
+    retired, samples = _class_targets(session, model, version, class_names)
+    return samples, retired, []
+
+
 def create_deletion_request(
     session: Session,
     *,
@@ -237,20 +272,8 @@ def create_deletion_request(
             f"method_config is not valid for {method.name!r}",
             errors=json.loads(exc.json(include_url=False)),
         ) from None
-    if filenames is not None:
-        named = resolve_filenames(session, model.dataset_id, filenames)
-        samples, identical_copies = with_identical_copies(session, model.dataset_id, named)
-        retired: list[str] = []
-    else:
-        assert class_names is not None
-        retired, samples = _class_targets(session, model, version, class_names)
-        identical_copies = []
-    plan = plan_deletion(
-        load_placements(session, version.id),
-        [s.id for s in samples],
-        shards=model.recipe.shards,
-        slices=model.recipe.slices,
-        full_retrain=method.name == "retrain",
+    samples, retired, identical_copies = _resolve_target(
+        session, model, version, filenames, class_names
     )
     request = DeletionRequest(
         model_id=model.id,
@@ -266,8 +289,7 @@ def create_deletion_request(
         request_fingerprint=fingerprint,
         status=RequestStatus.RECEIVED,
         plan={
-            **plan.to_dict(),
-            "samples": len(samples),
+            **_plan(session, model, version, samples, full_retrain=method.name == "retrain"),
             "exact": method.exact,
             "identical_copies": identical_copies,
         },

@@ -72,3 +72,48 @@ def test_deleting_one_copy_forgets_every_identical_copy(
     report = service.client.get(f"/v1/deletion-requests/{request['id']}/report").json()
     lineage = report["report"]["lineage"]
     assert lineage["verified"] is True, lineage
+
+
+def _model(service, model_id: int) -> dict:  # type: ignore[no-untyped-def]
+    return service.client.get(f"/v1/models/{model_id}").json()
+
+
+def _version_status(model: dict, number: int) -> str:
+    return next(v["status"] for v in model["versions"] if v["number"] == number)
+
+
+def test_a_version_whose_lineage_fails_is_not_made_current_and_nothing_is_erased(
+    postgres_service, tiny_dataset: Path, monkeypatch
+) -> None:
+    """A layout step that forgets to drop the deleted samples (here: it is handed none) builds
+    a version whose manifest still holds the deleted hash. The proof, recomputed from that
+    manifest, catches it: the request fails, the parent stays current, the file stays."""
+    from worker.flows import deletion
+
+    service = postgres_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"])
+    victim = _first_train_file(tiny_dataset)
+    sha = hashlib.sha256((tiny_dataset / victim).read_bytes()).hexdigest()
+    monkeypatch.setattr(deletion, "batch_sample_ids", lambda *_: [])
+
+    request = service.forget({"model": model["id"], "filenames": [victim]})
+
+    assert request["status"] == "failed", request
+    reason = request["status_reason"]
+    assert "lineage" in reason and sha in reason, reason
+    assert "bear" not in reason and Path(victim).name not in reason  # hashes, never names
+    assert (tiny_dataset / victim).exists()
+    (sample,) = _samples_with_hash(sha)
+    assert sample.state == "active" and sample.rel_path == victim
+    after = _model(service, model["id"])
+    assert after["current_version"] == 1, after
+    assert _version_status(after, 2) == "failed"
+    with session_scope() as session:
+        assert session.get(Tombstone, sha) is None
+    # Nothing was lost: the file can be asked for again once the fault is fixed.
+    monkeypatch.undo()
+    retry = service.forget({"model": model["id"], "filenames": [victim]})
+    assert retry["status"] == "completed", retry
+    assert not (tiny_dataset / victim).exists()
+    assert _model(service, model["id"])["current_version"] == 3

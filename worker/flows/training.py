@@ -263,7 +263,8 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
 
 
 def finalize_version(version_id: int) -> ModelVersion | None:
-    """Evaluate a fully trained version and make it current. Returns it when this call did so."""
+    """Evaluate a fully trained version and make it current (a deletion's: ready, made current
+    by its completion). Returns it when this call did so."""
     with session_scope() as session:
         if not claim_finalization(session, version_id):
             return None
@@ -284,7 +285,10 @@ def finalize_version(version_id: int) -> ModelVersion | None:
         version.metrics = metrics
         version.status = VersionStatus.READY
         version.completed_at = now()
-        model.current_version_id = version.id
+        if version.reason != "deletion":
+            # A deletion's version is made current only when its proof and guard rails hold,
+            # in the transaction that records the erasure (worker.flows.deletion).
+            model.current_version_id = version.id
         model.status = ModelStatus.READY
         model.status_reason = None
         log.info("model %s version %s ready", model.id, version.number)
