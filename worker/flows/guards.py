@@ -1,7 +1,8 @@
 """Guard rails on a new version before it is made current.
 
-* Non-finite weights (every method): a constituent holding NaN or an infinity answers nothing
-  sensible, so it never serves.
+* Non-finite weights (every version, checked by the finalizer before evaluation): a constituent
+  holding NaN or an infinity answers nothing sensible, so it never serves.
+* Lineage (exact methods, :mod:`worker.flows.proof`): checked by the completion flow.
 * Retained accuracy (approximate methods): the new version's test accuracy on the classes it
   keeps may fall at most ``max_retain_drop`` percentage points (a request option, default 10)
   below its parent's on the same classes. Exact methods (sisa, retrain) are not held to it:
@@ -25,6 +26,10 @@ from worker.flows.common import store
 from worker.flows.proof import lineage_refusal
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
+
+
+class VersionRefusedError(RuntimeError):
+    """A new version failed a guard rail; the message gives the figures (no file names)."""
 
 
 def _non_finite(net: torch.nn.Module) -> list[str]:
@@ -94,19 +99,15 @@ def judge_new_version(
 ) -> str | None:
     """Why the batch's new version may not be made current, or None when it may.
 
-    Exact methods must hold their lineage proof; every version must have finite weights;
-    approximate ones must keep the retained classes' accuracy within the strictest
-    ``max_retain_drop`` of the batch's requests."""
+    Exact methods must hold their lineage proof; approximate ones must keep the retained
+    classes' accuracy within the strictest ``max_retain_drop`` of the batch's requests. (Its
+    weights were found finite before it was evaluated.)"""
     model = session.get(Model, version.model_id)
     assert model is not None
-    exact = get_method(version.method).runner == Runner.SISA
-    if exact:
-        refusal = lineage_refusal(session, version, [r.id for r in requests])
-        if refusal is not None:
-            return refusal
-    refusal = non_finite_refusal(session, model, version)
-    if refusal is not None or exact or version.parent_id is None:
-        return refusal
+    if get_method(version.method).runner == Runner.SISA:
+        return lineage_refusal(session, version, [r.id for r in requests])
+    if version.parent_id is None:
+        return None
     parent = session.get(ModelVersion, version.parent_id)
     assert parent is not None
     strictest = min(

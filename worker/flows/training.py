@@ -28,6 +28,7 @@ from worker.audit.cost import shard_work
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
+from worker.flows.guards import VersionRefusedError, non_finite_refusal
 from worker.flows.shards import (
     ShardProgress,
     claim_shard,
@@ -272,6 +273,9 @@ def finalize_version(version_id: int) -> ModelVersion | None:
         assert version is not None
         model = session.get(Model, version.model_id)
         assert model is not None
+        refusal = non_finite_refusal(session, model, version)
+        if refusal is not None:  # never evaluated, never made current: the version fails
+            raise VersionRefusedError(refusal)
         with stopwatch() as evaluation:
             metrics = evaluate_version(session, model, version)
             if version.reason == "deletion":
