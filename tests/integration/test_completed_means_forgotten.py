@@ -8,6 +8,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.db.models import Sample, Tombstone
@@ -117,3 +118,46 @@ def test_a_version_whose_lineage_fails_is_not_made_current_and_nothing_is_erased
     assert retry["status"] == "completed", retry
     assert not (tiny_dataset / victim).exists()
     assert _model(service, model["id"])["current_version"] == 3
+
+
+class _WorkerKilled(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler in the task sees it."""
+
+
+def test_a_worker_killed_between_making_current_and_unlinking_is_resumed(
+    postgres_service, tiny_dataset: Path, monkeypatch
+) -> None:
+    """The version is made current in the transaction that records the intent to erase, so a
+    worker killed right after it leaves a proven current version and samples marked erasing;
+    the sweep finishes the erasure and completes the request."""
+    from app.db.models import Model
+    from worker import tasks
+    from worker.flows import deletion
+
+    service = postgres_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"])
+    victim = _first_train_file(tiny_dataset)
+    sha = hashlib.sha256((tiny_dataset / victim).read_bytes()).hexdigest()
+
+    def killed(*_: object) -> None:
+        raise _WorkerKilled
+
+    monkeypatch.setattr(deletion, "unlink_files", killed)
+    request = service.submit({"model": model["id"], "filenames": [victim]})
+    with pytest.raises(_WorkerKilled):
+        service.run_worker(model["id"])
+    (sample,) = _samples_with_hash(sha)
+    assert sample.state == "erasing"
+    assert _model(service, model["id"])["current_version"] == 2
+    assert (tiny_dataset / victim).exists()
+
+    monkeypatch.undo()
+    with session_scope() as session:
+        session.get(Model, model["id"]).heartbeat_at = None  # type: ignore[union-attr]
+    assert tasks.sweep()["complete_versions"] == 1
+    done = service.client.get(f"/v1/deletion-requests/{request['id']}").json()
+    assert done["status"] == "completed", done
+    assert not (tiny_dataset / victim).exists()
+    (sample,) = _samples_with_hash(sha)
+    assert sample.state == "deleted"
