@@ -306,7 +306,7 @@ def test_a_task_outliving_the_visibility_timeout_is_not_run_twice_at_once(
         deployed.client() as client,
     ):
         # Training long enough (a few seconds a shard) to outlive the timeout several times.
-        model = _train(client, deployed, root, shards=2, epochs_per_slice=60)
+        model = _train(client, deployed, root, shards=2, epochs_per_slice=100)
         rel_path, _ = next(iter(_pick_files(engine, model["id"], {0}).values()))
         request = client.post(
             "/v1/deletion-requests", json={"model": model["id"], "filenames": [rel_path]}
