@@ -10,7 +10,16 @@ from fastapi import FastAPI
 
 from app.api.auth import route_policies
 from app.api.problems import install_problem_handlers
-from app.api.routers import api_keys, audit, datasets, deletions, imports, meta, models
+from app.api.routers import (
+    api_keys,
+    audit,
+    audit_chain,
+    datasets,
+    deletions,
+    imports,
+    meta,
+    models,
+)
 from app.services.keys import signing_key
 from app.settings import get_settings
 
@@ -32,7 +41,7 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_problem_handlers(app)
-    routers = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers = (datasets, imports, models, deletions, audit, audit_chain, meta, api_keys)
     for router in (module.router for module in routers):
         app.include_router(router)
     route_policies(app)  # refuses to build an app with a route that has no access policy

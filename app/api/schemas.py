@@ -209,3 +209,22 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="the key itself: shown only in this response")
+
+
+class ChainHeadIntegrity(BaseModel):
+    algorithm: str = Field(description="Ed25519")
+    key_id: str = Field(description="the signing key, as published at GET /v1/keys")
+    signature: str = Field(
+        description="base64 Ed25519 signature of the canonical JSON of every other field"
+    )
+
+
+class ChainHead(BaseModel):
+    """The signed end of the audit-report chain: a saved chain must reach it."""
+
+    schema_: str = Field(alias="schema", description="forgetd.audit-chain-head/v1")
+    count: int = Field(ge=0, description="reports in the chain")
+    sequence: int = Field(ge=0, description="the last report's sequence number (0: none yet)")
+    sha256: str | None = Field(description="sha256 of the last report (null: none yet)")
+    signed_at: str = Field(description="when the head was signed (UTC, ISO 8601)")
+    integrity: ChainHeadIntegrity
