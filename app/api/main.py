@@ -5,12 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 
 from app.api.auth import route_policies
 from app.api.problems import install_problem_handlers
-from app.api.routers import api_keys, audit, datasets, deletions, imports, meta, models
+from app.api.routers import (
+    api_keys,
+    audit,
+    datasets,
+    deletions,
+    imports,
+    meta,
+    models,
+    webhooks,
+    workflow,
+)
 from app.services.keys import signing_key
 from app.settings import get_settings
 
@@ -32,7 +43,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_problem_handlers(app)
-    routers = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers: tuple[ModuleType, ...] = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers += (workflow, webhooks)
     for router in (module.router for module in routers):
         app.include_router(router)
     route_policies(app)  # refuses to build an app with a route that has no access policy
