@@ -14,6 +14,7 @@ from app.api.problems import install_problem_handlers
 from app.api.routers import (
     api_keys,
     audit,
+    dashboard,
     datasets,
     deletions,
     imports,
@@ -44,7 +45,7 @@ def create_app() -> FastAPI:
     )
     install_problem_handlers(app)
     routers: tuple[ModuleType, ...] = (datasets, imports, models, deletions, audit, meta, api_keys)
-    routers += (workflow, webhooks)
+    routers += (workflow, webhooks, dashboard)
     for router in (module.router for module in routers):
         app.include_router(router)
     route_policies(app)  # refuses to build an app with a route that has no access policy

@@ -58,6 +58,9 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("DELETE", "/v1/webhooks/{webhook_id}"): {"operator", "admin"},
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): {"operator", "admin"},
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {"operator", "admin"},
+    # The dashboard page holds no data; its panel is for staff.
+    ("GET", "/dashboard"): PUBLIC,
+    ("GET", "/dashboard/panel"): STAFF,
 }
 PLACEHOLDERS = {
     "dataset_ref": "999999",
