@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from app.db.migrate import PROJECT_ROOT
 from app.embedded import Deployment, deployment
@@ -37,6 +39,21 @@ def _client(deployed: Deployment, key: str, *args: str) -> subprocess.CompletedP
         check=False,
         cwd=PROJECT_ROOT,
     )
+
+
+def _others(root: Path, count: int) -> list[str]:
+    return ["bear/" + p.name for p in sorted((root / "train" / "bear").iterdir())[:count]]
+
+
+def _make_overdue(deployed: Deployment, request_id: str) -> None:
+    """Move a deadline into the past, as time passing would."""
+    engine = create_engine(f"sqlite:///{deployed.home / 'forgetd.db'}")
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE deletion_requests SET due_at = :due WHERE id = :id"),
+            {"due": datetime.now(UTC) - timedelta(hours=5), "id": request_id},
+        )
+    engine.dispose()
 
 
 def test_dashboard_follows_a_request_submitted_with_the_client(tmp_path: Path) -> None:
@@ -88,6 +105,35 @@ def test_dashboard_follows_a_request_submitted_with_the_client(tmp_path: Path) -
             assert "100.0%" in text and "completed" in text and "report" in text
             assert "files erased" in text and "shard retrained" in text
             assert name.split("/")[1] not in page.content()
+
+            # Two requests wait for an approval; one of them is past its deadline: overdue
+            # requests come first, and the count says so.
+            admin.patch(f"/v1/models/{model['id']}", json={"require_approval": True})
+            waiting = []
+            for other in _others(root, 2):
+                sent = _client(
+                    deployed,
+                    requester,
+                    "submit",
+                    "--model",
+                    "dash",
+                    "--file",
+                    other,
+                    "--deadline-days",
+                    "3",
+                )
+                assert sent.returncode == 0, sent.stdout + sent.stderr
+                waiting.append(sent.stdout.strip().splitlines()[-1])
+            _make_overdue(deployed, waiting[1])
+            page.wait_for_selector(
+                f"#requests tr.overdue[data-id='{waiting[1]}'][data-status='pending_approval']",
+                timeout=30_000,
+            )
+            order = page.eval_on_selector_all(
+                "#requests tr.request", "rows => rows.map(r => r.dataset.id)"
+            )
+            assert order[0] == waiting[1] and order[-1] == request_id
+            assert page.inner_text("div.count[data-status='overdue'] b") == "1"
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             browser.close()

@@ -25,7 +25,7 @@ from app.services.api_keys import Principal
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 Staff = allow(OPERATOR, Role.AUDITOR)
 SHOWN = 50
-RECENT_EVENTS = 6
+RECENT_EVENTS = 8
 
 
 @lru_cache(maxsize=1)
