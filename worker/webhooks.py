@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from standardwebhooks import Webhook as Signer
 
 from app.db.models import as_utc
@@ -149,18 +149,23 @@ def deliver_pending(webhook_id: int, request_id: str) -> float | None:
 
 
 def due_pairs(limit: int = 500) -> list[tuple[int, str]]:
-    """(webhook, request) pairs with a pending delivery that is due (for the sweep)."""
+    """(webhook, request) pairs whose oldest pending delivery is due (for the sweep)."""
     with session_scope() as session:
+        heads = (
+            select(func.min(WebhookDelivery.id))
+            .where(WebhookDelivery.state == DeliveryState.PENDING)
+            .group_by(WebhookDelivery.webhook_id, WebhookDelivery.request_id)
+        )
         rows = session.execute(
             select(WebhookDelivery.webhook_id, WebhookDelivery.request_id)
             .where(
-                WebhookDelivery.state == DeliveryState.PENDING,
+                WebhookDelivery.id.in_(heads),
                 or_(
                     WebhookDelivery.next_try_at.is_(None),
                     WebhookDelivery.next_try_at <= now(),
                 ),
             )
-            .distinct()
+            .order_by(WebhookDelivery.id)
             .limit(limit)
         ).all()
     return [(int(w), str(r)) for w, r in rows]

@@ -5,70 +5,16 @@ still arrives, in order per request."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from standardwebhooks import Webhook as Verifier
-from standardwebhooks import WebhookVerificationError
 
 from app.embedded import deployment, free_port
 from tests.conftest import TINY_MODEL, make_subset
-
-
-class Receiver:
-    """A real HTTP endpoint that checks each signature and keeps what arrived, in order."""
-
-    def __init__(self, port: int, secret: str) -> None:
-        self.port, self.verifier = port, Verifier(secret)
-        self.arrivals: list[tuple[str, dict[str, Any]]] = []
-        self.bad_signatures = 0
-        self.raw_bodies: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                try:
-                    payload = receiver.verifier.verify(body, dict(self.headers.items()))
-                except WebhookVerificationError:
-                    receiver.bad_signatures += 1
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                receiver.arrivals.append((self.headers["webhook-id"], payload))
-                receiver.raw_bodies.append(body.decode())
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def first_arrivals(self) -> dict[str, list[str]]:
-        """Per request, the event types in order of first arrival (duplicates dropped)."""
-        seen: set[str] = set()
-        order: dict[str, list[str]] = {}
-        for message_id, payload in self.arrivals:
-            if message_id in seen:
-                continue
-            seen.add(message_id)
-            order.setdefault(payload["data"]["request_id"], []).append(payload["type"])
-        return order
+from tests.webhook_receiver import Receiver
 
 
 @pytest.fixture(params=["postgres", "embedded"])
