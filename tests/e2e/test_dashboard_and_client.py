@@ -105,6 +105,13 @@ def test_dashboard_follows_a_request_submitted_with_the_client(tmp_path: Path) -
             assert "100.0%" in text and "completed" in text and "report" in text
             assert "files erased" in text and "shard retrained" in text
             assert name.split("/")[1] not in page.content()
+            # The report link fetches the signed report's page with the key and opens it.
+            with page.expect_popup() as opened:
+                page.click(f"{row} a[data-report]")
+            report_page = opened.value
+            report_page.wait_for_load_state()
+            assert request_id in report_page.content()
+            report_page.close()
 
             # Two requests wait for an approval; one of them is past its deadline: overdue
             # requests come first, and the count says so.
