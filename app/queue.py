@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.core.broker import celery_app
-from app.core.tasks import TASK_PROCESS_MODEL, TASK_START_VERSION
+from app.core.tasks import TASK_DELIVER_WEBHOOK, TASK_PROCESS_MODEL, TASK_START_VERSION
 from app.db.models import DeletionRequest, RequestStatus
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,29 @@ def enqueue_version(version_id: int) -> bool:
     return send(TASK_START_VERSION, version_id)
 
 
+def enqueue_webhook_delivery(webhook_id: int, request_id: str) -> bool:
+    """Deliver the pending events of one request to one webhook, in order."""
+    return send(TASK_DELIVER_WEBHOOK, webhook_id, request_id)
+
+
 def enqueue_deletion(session: Session, request: DeletionRequest) -> None:
-    """Hand a committed request to the workers and mark it queued."""
+    """Hand a committed request to the workers and mark it queued (one that waits for an
+    approval stays where it is)."""
+    from app.services import events
+
+    if request.status != RequestStatus.RECEIVED:
+        return
     if send(TASK_PROCESS_MODEL, request.model_id):
-        session.execute(
+        result = session.execute(
             update(DeletionRequest)
             .where(
                 DeletionRequest.id == request.id,
                 DeletionRequest.status == RequestStatus.RECEIVED,
             )
             .values(status=RequestStatus.QUEUED, enqueued_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
         )
+        if result.rowcount:  # type: ignore[attr-defined]
+            session.refresh(request)
+            events.record(session, request, "queued")
         session.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 
@@ -14,11 +15,14 @@ from app.api.routers import (
     api_keys,
     audit,
     audit_chain,
+    dashboard,
     datasets,
     deletions,
     imports,
     meta,
     models,
+    webhooks,
+    workflow,
 )
 from app.services.keys import signing_key
 from app.settings import get_settings
@@ -41,7 +45,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_problem_handlers(app)
-    routers = (datasets, imports, models, deletions, audit, audit_chain, meta, api_keys)
+    routers: tuple[ModuleType, ...] = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers += (audit_chain, workflow, webhooks, dashboard)
     for router in (module.router for module in routers):
         app.include_router(router)
     route_policies(app)  # refuses to build an app with a route that has no access policy

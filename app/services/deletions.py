@@ -25,6 +25,7 @@ from app.db.models import (
     Sample,
     SampleState,
 )
+from app.services import events, lifecycle
 from app.services.data_roots import MAX_LISTED, clip
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.models import get_model
@@ -319,6 +320,8 @@ def list_requests(
     limit: int,
     offset: int,
     owner_key_id: int | None = None,
+    overdue: bool | None = None,
+    sort: str | None = None,
 ) -> tuple[list[DeletionRequest], int]:
     query = select(DeletionRequest)
     if owner_key_id is not None:
@@ -330,12 +333,9 @@ def list_requests(
         query = query.where(DeletionRequest.status == status)
     if model:
         query = query.where(DeletionRequest.model_id == get_model(session, model).id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(
-        query.order_by(DeletionRequest.created_at.desc(), DeletionRequest.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
+    query = lifecycle.filter_and_sort(query, overdue=overdue, sort=sort)
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    rows = session.scalars(query.limit(limit).offset(offset)).all()
     return list(rows), total
 
 
@@ -345,7 +345,9 @@ def cancel_request(session: Session, request: DeletionRequest) -> None:
         update(DeletionRequest)
         .where(
             DeletionRequest.id == request.id,
-            DeletionRequest.status.in_((RequestStatus.RECEIVED, RequestStatus.QUEUED)),
+            DeletionRequest.status.in_(
+                (RequestStatus.PENDING_APPROVAL, RequestStatus.RECEIVED, RequestStatus.QUEUED)
+            ),
         )
         .values(
             status=RequestStatus.CANCELLED,
@@ -355,9 +357,11 @@ def cancel_request(session: Session, request: DeletionRequest) -> None:
     if not result.rowcount:  # type: ignore[attr-defined]
         session.refresh(request)
         raise Conflict(
-            f"request is {request.status}; only received or queued ones can be cancelled"
+            f"request is {request.status}; only pending_approval, received or queued ones can "
+            "be cancelled"
         )
     session.refresh(request)
+    events.record(session, request, "cancelled")
 
 
 def target_hashes(session: Session, request_id: str) -> list[str]:
