@@ -268,6 +268,7 @@ def refuse_batch(version: ModelVersion, requests: list[DeletionRequest], reason:
                 live.status = RequestStatus.FAILED
                 live.status_reason = reason
                 finish(live)
+                events.record(session, live, "failed", reason=reason)
         live_version = session.get(ModelVersion, version.id)
         assert live_version is not None
         live_version.status = VersionStatus.FAILED
