@@ -30,10 +30,15 @@ def enqueue_version(version_id: int) -> bool:
     return send(TASK_START_VERSION, version_id)
 
 
-def enqueue_deletion(session: Session, request: DeletionRequest) -> None:
-    """Hand a committed request to the workers and mark it queued."""
-    if send(TASK_PROCESS_MODEL, request.model_id):
-        session.execute(
+def enqueue_deletion(session: Session, request: DeletionRequest) -> bool:
+    """Hand a committed request to the workers and mark it queued; True once marked.
+
+    Never raises: the request is already stored, so its caller gets its 202 whatever happens
+    here. A request left "received" (broker down, database busy) is re-sent by the sweep."""
+    if not send(TASK_PROCESS_MODEL, request.model_id):
+        return False
+    try:
+        marked = session.execute(
             update(DeletionRequest)
             .where(
                 DeletionRequest.id == request.id,
@@ -42,3 +47,8 @@ def enqueue_deletion(session: Session, request: DeletionRequest) -> None:
             .values(status=RequestStatus.QUEUED, enqueued_at=datetime.now(UTC))
         )
         session.commit()
+    except Exception as exc:  # any database error: the sweep marks and re-sends it later
+        log.warning("request %s stays received: %s", request.id, type(exc).__name__)
+        session.rollback()
+        return False
+    return bool(marked.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,28 @@
+"""At most ``FORGETD_API_THREADS`` requests in progress per process.
+
+Each request in progress may hold one database connection (its session) and needs one thread at
+a time; the pool is larger than this limit (see the settings). Without the limit, a burst lets
+more requests take connections than the pool has, and the threads of the others wait out the
+pool timeout: a 500 for a call that may already have stored its request. Requests beyond the
+limit wait here, holding nothing."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class AdmissionLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._slots: anyio.CapacityLimiter | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:  # made in the running event loop
+            self._slots = anyio.CapacityLimiter(self.limit)
+        async with self._slots:
+            await self.app(scope, receive, send)
