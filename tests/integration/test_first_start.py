@@ -45,7 +45,9 @@ def _race(env: dict[str, str], gate: Path) -> None:
         for _ in range(PROCESSES)
     ]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
-    failed = [out[-2000:] for process, out in zip(processes, outputs) if process.returncode]
+    failed = [
+        out[-2000:] for process, out in zip(processes, outputs, strict=True) if process.returncode
+    ]
     assert not failed, failed
 
 
