@@ -9,20 +9,26 @@ limit wait here, holding nothing."""
 from __future__ import annotations
 
 import anyio
+from anyio.lowlevel import RunVar
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+# One limiter per event loop (a test client may run each call in a loop of its own).
+_SLOTS: RunVar[anyio.CapacityLimiter] = RunVar("forgetd_admission_slots")
 
 
 class AdmissionLimit:
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
-        self._slots: anyio.CapacityLimiter | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._slots is None:  # made in the running event loop
-            self._slots = anyio.CapacityLimiter(self.limit)
-        async with self._slots:
+        try:
+            slots = _SLOTS.get()
+        except LookupError:
+            slots = anyio.CapacityLimiter(self.limit)
+            _SLOTS.set(slots)
+        async with slots:
             await self.app(scope, receive, send)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.api.admission import AdmissionLimit
 from app.api.auth import route_policies
 from app.api.inputs import RefuseNulInUrl
+from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
 from app.api.routers import api_keys, audit, datasets, deletions, imports, meta, models
 from app.services.keys import signing_key
@@ -42,5 +43,6 @@ def create_app() -> FastAPI:
     routers = (datasets, imports, models, deletions, audit, meta, api_keys)
     for router in (module.router for module in routers):
         app.include_router(router)
+    install_openapi(app)
     route_policies(app)  # refuses to build an app with a route that has no access policy
     return app
