@@ -68,7 +68,8 @@ class Load:
 
 def plan_calls(files: dict[int, list[str]], count: int, shared_every: int = 10) -> list[Call]:
     """``count`` POSTs (taking their files out of ``files``), one file each, round-robin over the models; every ``shared_every``-th
-    distinct body is keyed and sent three times (three callers retrying one request)."""
+    distinct body is keyed and sent three times (three callers retrying one request); none
+    with ``shared_every=0``."""
     calls: list[Call] = []
     pools = files  # consumed: the next plan names other files
     models = sorted(pools)
@@ -76,7 +77,7 @@ def plan_calls(files: dict[int, list[str]], count: int, shared_every: int = 10) 
     while len(calls) < count:
         model = models[index % len(models)]
         body = {"model": model, "filenames": [pools[model].pop()]}
-        if index % shared_every == 0:
+        if shared_every and index % shared_every == 0:
             key = f"load-{uuid.uuid4().hex}"
             calls += [Call(body, key)] * min(3, count - len(calls))
         else:
@@ -303,7 +304,7 @@ def run_scenario(
         }
         accepted = {o.request_id for o in load.outcomes if o.request_id}
         if steady_calls:
-            calls = plan_calls(files, steady_calls, shared_every=10**9)
+            calls = plan_calls(files, steady_calls, shared_every=0)
             paced = steady(deployed, deployed.api_key, calls, steady_rate)
             later = {k: v for k, v in stored_requests(database_url).items() if k not in stored}
             result["steady"] = {
@@ -327,6 +328,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
     parser.add_argument("--steady-seconds", type=float, default=60)
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument(
+        "--completion-timeout", type=float, default=900, help="seconds to wait for the worker"
+    )
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="forgetd-load-") as tmp:
@@ -347,6 +351,7 @@ def main() -> None:
                 burst_calls=int(1000 * args.scale),
                 steady_rate=50,
                 steady_seconds=args.steady_seconds * args.scale,
+                completion_timeout_s=args.completion_timeout,
             )
         if not args.skip_embedded:
             figures["embedded"] = run_scenario(
@@ -355,6 +360,7 @@ def main() -> None:
                 api_processes=1,
                 models=2,
                 burst_calls=int(300 * args.scale),
+                completion_timeout_s=args.completion_timeout,
             )
     path = write_result("load", {"scale": args.scale, **figures})
     print(path.read_text())

@@ -212,3 +212,25 @@ def test_overlong_paths_and_huge_bodies_get_short_problems(
     _problem(client.post("/v1/deletion-requests", json=huge), 422)
     huge = {"model": ["z" * 5_000_000], "filenames": ["a"]}
     _problem(client.post("/v1/deletion-requests", json=huge), 422)
+
+
+def test_a_stored_request_gets_its_202_when_the_broker_is_down(
+    postgres_service: InProcessService, configure: Any, postgres_url: str, tiny_dataset: Path
+) -> None:
+    """Then nothing listens on the broker's port: the request is stored, its caller gets the
+    202, and it stays "received" for the sweep to send again."""
+    model, names = _ready_model(postgres_service, tiny_dataset)
+    service = InProcessService(
+        configure(database_url=postgres_url, broker_url="redis://127.0.0.1:9/0")
+    )
+    try:
+        response = service.client.post(
+            "/v1/deletion-requests", json={"model": model["id"], "filenames": names[:1]}
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "received"
+        assert _stored_ids() == {response.json()["id"]}
+        stored = service.client.get(response.headers["location"]).json()
+        assert stored["status"] == "received"
+    finally:
+        service.close()
