@@ -166,16 +166,36 @@ def verify_report(
     public_key: Annotated[
         Path | None, typer.Option(help="PEM public key; default: this deployment's key")
     ] = None,
+    head: Annotated[
+        Path | None,
+        typer.Option(
+            help="The signed chain head (GET /v1/audit-chain/head): the chain must reach it"
+        ),
+    ] = None,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            help="The list is a stretch of the chain, not the chain from its first report"
+        ),
+    ] = False,
 ) -> None:
-    """Check a report's signature and hash chain offline. Exits non-zero on any change."""
+    """Check a report's signature and hash chain offline. Exits non-zero on any change.
+
+    A list is checked as the whole chain: it must start at the genesis report, each report
+    linking to the one before and numbered one more; with --head it must also reach the signed
+    head, so a report dropped at either end or in the middle is reported.
+    """
     from app.audit.verify import verify_file
 
-    problems = verify_file(file, public_key)
+    problems = verify_file(file, public_key, head_path=head, partial=partial)
     if problems:
         for problem in problems:
             typer.secho(f"FAIL: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
-    typer.secho("OK: signature and hash chain verified", fg=typer.colors.GREEN)
+    what = "signature and hash chain verified"
+    if head is not None:
+        what += ", up to the signed head"
+    typer.secho(f"OK: {what}", fg=typer.colors.GREEN)
 
 
 def main() -> None:

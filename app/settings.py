@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     sweep_interval_s: float = Field(30.0, gt=0, validation_alias=_alias("SWEEP_INTERVAL_S"))
     stale_task_after_s: float = Field(120.0, gt=0, validation_alias=_alias("STALE_TASK_AFTER_S"))
+    # Redis hands an unacknowledged task to another worker after this long; the flows guard
+    # against the copy running beside the original, so it only bounds how late a lost task is
+    # retried when the sweep has not acted first.
+    broker_visibility_timeout_s: float = Field(
+        6 * 3600.0, gt=0, validation_alias=_alias("BROKER_VISIBILITY_TIMEOUT_S")
+    )
     import_max_bytes: int = Field(
         1024**3, gt=0, le=8 * 1024**3, validation_alias=_alias("IMPORT_MAX_BYTES")
     )

@@ -97,10 +97,10 @@ def unlearn_shard(version_id: int, shard: int) -> None:
 
 
 def _fail_completion(version_id: int, exc: BaseException) -> None:
-    """The version is already current: keep it, fail only its requests (their files stay
-    until a new request erases them) and free the model."""
+    """Fail the batch's requests (their files stay until a new request erases them) and free
+    the model. The new version stays current only if its erasure had already begun."""
     reason = redact_paths(
-        f"the new version was made but its audit or erasure failed: {type(exc).__name__}: {exc}"
+        f"the new version was built but its audit or erasure failed: {type(exc).__name__}: {exc}"
     )
     log.error("version %s: %s\n%s", version_id, reason, _trace())
     model_id = deletion.fail_batch(version_id, reason)

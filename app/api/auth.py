@@ -67,6 +67,8 @@ SubmitRequests = Annotated[Principal, Depends(allow(REQUESTER))]
 ReadRequests = Annotated[Principal, Depends(allow(REQUESTER, OPERATOR, AUDITOR))]
 CancelRequests = Annotated[Principal, Depends(allow(REQUESTER, OPERATOR))]
 Audit = Annotated[Principal, Depends(allow(AUDITOR))]
+# The chain head holds no report content: operators may publish it as well as auditors check it.
+ReadChainHead = Annotated[Principal, Depends(allow(OPERATOR, AUDITOR))]
 AnyRole = Annotated[Principal, Depends(allow(REQUESTER, OPERATOR, AUDITOR))]
 Administer = Annotated[Principal, Depends(allow())]
 

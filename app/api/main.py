@@ -14,7 +14,16 @@ from app.api.auth import route_policies
 from app.api.inputs import RefuseNulInUrl
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
-from app.api.routers import api_keys, audit, datasets, deletions, imports, meta, models
+from app.api.routers import (
+    api_keys,
+    audit,
+    audit_chain,
+    datasets,
+    deletions,
+    imports,
+    meta,
+    models,
+)
 from app.services.keys import signing_key
 from app.settings import get_settings
 
@@ -40,7 +49,7 @@ def create_app() -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(AdmissionLimit, limit=get_settings().api_threads)
-    routers = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers = (datasets, imports, models, deletions, audit, audit_chain, meta, api_keys)
     for router in (module.router for module in routers):
         app.include_router(router)
     install_openapi(app)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.inputs import FileName, NulFreeJson, Ref, ServerPath, ShortName, ShortText
+from app.core.options import RequestOptions
 from app.core.recipe import (
     Aggregation,
     BatchSize,
@@ -41,6 +42,11 @@ class DatasetOut(BaseModel):
     classes: list[str]
     channels: int
     counts: dict[str, Any]
+    duplicate_content: dict[str, int] = Field(
+        default_factory=dict,
+        description="active samples with identical bytes: groups and extra_copies beyond the "
+        "first of each (a deletion by file forgets every copy)",
+    )
     created_at: datetime
 
 
@@ -119,6 +125,7 @@ class DeletionCreate(BaseModel):
     method: ShortName | None = "auto"
     method_config: Annotated[dict[str, Any], NulFreeJson] | None = None
     external_id: Annotated[str, Field(max_length=200), NulFreeJson] | None = None
+    options: RequestOptions | None = None
 
 
 class DeletionOut(BaseModel):
@@ -130,6 +137,7 @@ class DeletionOut(BaseModel):
     plan: dict[str, Any]
     method: str
     method_config: dict[str, Any]
+    options: dict[str, Any] = Field(default_factory=dict)
     target: dict[str, Any]
     external_id: str | None
     timings: dict[str, Any] = Field(
@@ -197,3 +205,22 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="the key itself: shown only in this response")
+
+
+class ChainHeadIntegrity(BaseModel):
+    algorithm: str = Field(description="Ed25519")
+    key_id: str = Field(description="the signing key, as published at GET /v1/keys")
+    signature: str = Field(
+        description="base64 Ed25519 signature of the canonical JSON of every other field"
+    )
+
+
+class ChainHead(BaseModel):
+    """The signed end of the audit-report chain: a saved chain must reach it."""
+
+    schema_: str = Field(alias="schema", description="forgetd.audit-chain-head/v1")
+    count: int = Field(ge=0, description="reports in the chain")
+    sequence: int = Field(ge=0, description="the last report's sequence number (0: none yet)")
+    sha256: str | None = Field(description="sha256 of the last report (null: none yet)")
+    signed_at: str = Field(description="when the head was signed (UTC, ISO 8601)")
+    integrity: ChainHeadIntegrity

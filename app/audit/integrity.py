@@ -9,15 +9,18 @@ A report *body* (a plain JSON object, see :mod:`app.audit.schema`) is sealed int
         "algorithm": "Ed25519",
         "key_id": "<first 16 hex of sha256(raw public key)>",
         "previous_sha256": "<sha256 of the previous report in this deployment's chain, or null>",
+        "sequence": <position in the chain: 1 for the genesis report, then +1 per report>,
         "sha256": "<sha256 of the signed bytes>",
         "signature": "<base64 Ed25519 signature of the signed bytes>"
       }
     }
 
-The signed bytes are ``canonical_json({"report": body, "previous_sha256": previous_sha256})``,
-so the link to the previous report is covered by the hash and the signature. Anyone holding the
+The signed bytes are ``canonical_json({"report": body, "previous_sha256": previous_sha256,
+"sequence": sequence})``, so the link to the previous report and the report's position are
+covered by the hash and the signature. Reports sealed before positions existed have no
+``sequence``: their signed bytes lack the key, and they still verify. Anyone holding the
 published public key (``GET /v1/keys``) can check an envelope offline with :func:`verify_envelope`
-and a sequence of envelopes with :func:`verify_chain`.
+and a run of envelopes with :func:`verify_chain`.
 
 This module imports neither torch nor numpy.
 """
@@ -50,17 +53,21 @@ __all__ = [
     "REPORT_SCHEMA_VERSION",
     "SigningKey",
     "canonical_json",
+    "is_sequence_number",
     "key_id_from_public_pem",
     "payload_bytes",
     "seal_report",
     "sha256_hex",
     "verify_chain",
     "verify_envelope",
+    "verify_signed",
 ]
 
 ALGORITHM = "Ed25519"
 _ENVELOPE_KEYS = frozenset({"schema", "report", "integrity"})
 _INTEGRITY_KEYS = frozenset({"algorithm", "key_id", "previous_sha256", "sha256", "signature"})
+# Absent from the reports sealed before the chain numbered its reports.
+_OPTIONAL_INTEGRITY_KEYS = frozenset({"sequence"})
 
 
 # --------------------------------------------------------------------------- canonical form
@@ -90,9 +97,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def payload_bytes(body: Any, previous_sha256: str | None) -> bytes:
-    """The exact bytes that are hashed and signed for a report body and its chain link."""
-    return canonical_json({"report": body, "previous_sha256": previous_sha256})
+def payload_bytes(body: Any, previous_sha256: str | None, sequence: int | None = None) -> bytes:
+    """The exact bytes that are hashed and signed for a report body, its chain link and its
+    position (``None`` only for a report sealed before positions existed)."""
+    signed: dict[str, Any] = {"report": body, "previous_sha256": previous_sha256}
+    if sequence is not None:
+        signed["sequence"] = sequence
+    return canonical_json(signed)
+
+
+def is_sequence_number(value: Any) -> bool:
+    """A chain position: an integer from 1 (JSON booleans are not numbers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 # --------------------------------------------------------------------------- keys
@@ -256,8 +272,13 @@ class SigningKey:
 # --------------------------------------------------------------------------- seal / verify
 
 
-def seal_report(body: dict, *, previous_sha256: str | None, key: SigningKey) -> dict:
+def seal_report(
+    body: dict, *, previous_sha256: str | None, key: SigningKey, sequence: int | None = None
+) -> dict:
     """Wrap a report body into a signed, hash-chained envelope (see the module docstring).
+
+    ``sequence`` is the report's position in the chain (1 for the genesis report, whose
+    ``previous_sha256`` is None); leave it out only to reproduce a report from before positions.
 
     The returned ``report`` is the body as it reads back from its canonical JSON (tuples become
     lists, and so on), so the envelope verifies after any JSON round trip.
@@ -266,19 +287,23 @@ def seal_report(body: dict, *, previous_sha256: str | None, key: SigningKey) -> 
         raise TypeError("report body must be a dict")
     if previous_sha256 is not None and not _is_sha256_hex(previous_sha256):
         raise ValueError("previous_sha256 must be 64 lower-case hex characters or None")
-    payload = payload_bytes(body, previous_sha256)
+    if sequence is not None:
+        if not is_sequence_number(sequence):
+            raise ValueError("sequence must be an integer from 1")
+        if (sequence == 1) != (previous_sha256 is None):
+            raise ValueError("the genesis report (sequence 1), and only it, has no previous_sha256")
+    payload = payload_bytes(body, previous_sha256, sequence)
     report = json.loads(payload.decode("utf-8"))["report"]
-    return {
-        "schema": REPORT_SCHEMA_VERSION,
-        "report": report,
-        "integrity": {
-            "algorithm": ALGORITHM,
-            "key_id": key.key_id(),
-            "previous_sha256": previous_sha256,
-            "sha256": sha256_hex(payload),
-            "signature": key.sign(payload),
-        },
+    integrity: dict[str, Any] = {
+        "algorithm": ALGORITHM,
+        "key_id": key.key_id(),
+        "previous_sha256": previous_sha256,
+        "sha256": sha256_hex(payload),
+        "signature": key.sign(payload),
     }
+    if sequence is not None:
+        integrity["sequence"] = sequence
+    return {"schema": REPORT_SCHEMA_VERSION, "report": report, "integrity": integrity}
 
 
 def _is_sha256_hex(value: Any) -> bool:
@@ -304,7 +329,7 @@ def _recompute(envelope: Any) -> tuple[bytes | None, list[str]]:
     if not isinstance(integ, dict):
         problems.append("integrity block is missing or not a JSON object")
         return None, problems
-    extra = sorted(set(integ) - _INTEGRITY_KEYS)
+    extra = sorted(set(integ) - _INTEGRITY_KEYS - _OPTIONAL_INTEGRITY_KEYS)
     if extra:
         problems.append(f"unexpected field(s) in integrity block: {', '.join(map(str, extra))}")
     missing = sorted(_INTEGRITY_KEYS - set(integ))
@@ -313,10 +338,14 @@ def _recompute(envelope: Any) -> tuple[bytes | None, list[str]]:
     previous = integ.get("previous_sha256")
     if previous is not None and not _is_sha256_hex(previous):
         problems.append("previous_sha256 is neither null nor a sha256 hex digest")
+    sequence = integ.get("sequence")
+    if "sequence" in integ and not is_sequence_number(sequence):
+        problems.append(f"sequence {sequence!r} is not an integer from 1")
+        sequence = None
     if not isinstance(body, dict):
         return None, problems
     try:
-        payload = payload_bytes(body, previous)
+        payload = payload_bytes(body, previous, sequence)
     except (ValueError, TypeError) as exc:
         problems.append(f"report cannot be canonicalized: {exc}")
         return None, problems
@@ -327,32 +356,24 @@ def _recompute(envelope: Any) -> tuple[bytes | None, list[str]]:
     return payload, problems
 
 
-def verify_envelope(envelope: dict, public_pem: str) -> list[str]:
-    """Check one envelope against a PEM public key; returns the problems (empty when valid).
-
-    Checks the schema string, the algorithm, the key id, the recomputed sha256 and the Ed25519
-    signature over the canonical bytes of ``{"report", "previous_sha256"}``. Fields outside the
-    signed content other than the documented ones are reported as problems too.
-    """
-    payload, problems = _recompute(envelope)
+def verify_signed(payload: bytes | None, integrity: dict, public_pem: str) -> list[str]:
+    """Check an integrity block's algorithm, key id and Ed25519 signature over ``payload``
+    (the recomputed signed bytes; None when they could not be rebuilt); returns the problems."""
     try:
         public_key = _load_public_pem(public_pem)
     except (ValueError, TypeError) as exc:
-        problems.append(f"public key is unusable: {exc}")
-        return problems
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("integrity"), dict):
-        return problems
-    integ = envelope["integrity"]
-    if integ.get("algorithm") != ALGORITHM:
-        problems.append(f"algorithm is {integ.get('algorithm')!r}, expected {ALGORITHM!r}")
+        return [f"public key is unusable: {exc}"]
+    problems: list[str] = []
+    if integrity.get("algorithm") != ALGORITHM:
+        problems.append(f"algorithm is {integrity.get('algorithm')!r}, expected {ALGORITHM!r}")
     expected_id = _key_id(public_key)
-    if integ.get("key_id") != expected_id:
+    if integrity.get("key_id") != expected_id:
         problems.append(
-            f"key_id {integ.get('key_id')!r} does not match the public key ({expected_id})"
+            f"key_id {integrity.get('key_id')!r} does not match the public key ({expected_id})"
         )
     if payload is None:
         return problems
-    sig_text = integ.get("signature")
+    sig_text = integrity.get("signature")
     try:
         if not isinstance(sig_text, str):
             raise ValueError("not a string")
@@ -372,30 +393,76 @@ def verify_envelope(envelope: dict, public_pem: str) -> list[str]:
     return problems
 
 
-def verify_chain(envelopes: Sequence[dict]) -> list[str]:
+def verify_envelope(envelope: dict, public_pem: str) -> list[str]:
+    """Check one envelope against a PEM public key; returns the problems (empty when valid).
+
+    Checks the schema string, the algorithm, the key id, the recomputed sha256 and the Ed25519
+    signature over the canonical bytes of ``{"report", "previous_sha256", "sequence"}``. Fields
+    outside the signed content other than the documented ones are reported as problems too.
+    """
+    payload, problems = _recompute(envelope)
+    integ = envelope.get("integrity") if isinstance(envelope, dict) else None
+    if isinstance(integ, dict):
+        return problems + verify_signed(payload, integ, public_pem)
+    try:
+        _load_public_pem(public_pem)
+    except (ValueError, TypeError) as exc:
+        problems.append(f"public key is unusable: {exc}")
+    return problems
+
+
+def verify_chain(envelopes: Sequence[Any], *, partial: bool = False) -> list[str]:
     """Check the hash chain of envelopes given oldest first; returns the problems.
 
-    Each envelope's sha256 must match its content, and each ``previous_sha256`` must equal the
-    ``sha256`` of the envelope before it. The first envelope's ``previous_sha256`` may be null or
-    anything (the sequence may start in the middle of a chain). Signatures are not checked here;
-    use :func:`verify_envelope` on each envelope for that.
+    Each envelope's sha256 must match its content, each ``previous_sha256`` must equal the
+    ``sha256`` of the envelope before it, and numbered reports must count up by one. The run
+    must begin at the chain's genesis report (no ``previous_sha256``; sequence 1 when numbered),
+    so a dropped first report is seen; with ``partial`` it may be a stretch from the middle of
+    the chain (a page of ``GET /v1/audit-chain``). Whether reports are missing at the end shows
+    only against a signed head (:mod:`app.audit.head`). Signatures are not checked here; use
+    :func:`verify_envelope` on each envelope for that.
     """
     problems: list[str] = []
     prev_hash: str | None = None
+    prev_seq: int | None = None
+    numbered = False
     for i, envelope in enumerate(envelopes):
         _, own = _recompute(envelope)
         problems.extend(f"report #{i}: {p}" for p in own)
         integ = envelope.get("integrity") if isinstance(envelope, dict) else None
         if not isinstance(integ, dict):
-            prev_hash = None
+            prev_hash, prev_seq = None, None
             continue
-        if i > 0:
-            link = integ.get("previous_sha256")
-            if prev_hash is None or link != prev_hash:
+        link = integ.get("previous_sha256")
+        if i > 0 and (prev_hash is None or link != prev_hash):
+            problems.append(
+                f"report #{i}: previous_sha256 {link!r} does not equal the sha256 of "
+                f"report #{i - 1} ({prev_hash!r}); the chain is broken or out of order"
+            )
+        if i == 0 and not partial and link is not None:
+            problems.append(
+                "report #0: it links to an earlier report (previous_sha256 is not null): the "
+                "chain does not start at its genesis report, so its first report(s) are missing"
+            )
+        seq = integ.get("sequence") if is_sequence_number(integ.get("sequence")) else None
+        if seq is None and numbered:
+            problems.append(f"report #{i}: no sequence number after numbered reports")
+        elif seq is not None:
+            expected = prev_seq + 1 if prev_seq is not None else None
+            if expected is None and not partial and not numbered:
+                expected = i + 1  # the reports before it are the chain's first ones
+            if expected is not None and seq != expected:
                 problems.append(
-                    f"report #{i}: previous_sha256 {link!r} does not equal the sha256 of "
-                    f"report #{i - 1} ({prev_hash!r}); the chain is broken or out of order"
+                    f"report #{i}: sequence {seq}, expected {expected}: reports are missing "
+                    "or out of order"
                 )
+            if (seq == 1) != (link is None):
+                problems.append(
+                    f"report #{i}: sequence {seq} with previous_sha256 {link!r}: only the "
+                    "genesis report (sequence 1) has no previous report"
+                )
+            numbered = True
         claimed = integ.get("sha256")
         prev_hash = claimed if isinstance(claimed, str) else None
+        prev_seq = seq
     return problems

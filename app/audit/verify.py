@@ -1,9 +1,12 @@
 """Offline verification of audit report files (``forgetd verify-report``).
 
 A file holds one envelope, as served by ``GET /v1/deletion-requests/{id}/report``, or a JSON list
-of envelopes oldest first (a stretch of the deployment's hash chain, as served by
-``GET /v1/audit-chain``). Every envelope's sha256 and Ed25519 signature are checked against a
-public key, and consecutive envelopes must link by ``previous_sha256``.
+of envelopes oldest first (the deployment's hash chain, as served by ``GET /v1/audit-chain``).
+Every envelope's sha256 and Ed25519 signature are checked against a public key. A list must be
+the chain from its genesis report on (or, when told it is partial, a stretch of it), each report
+linking by ``previous_sha256`` to the one before and numbered one more than it; given the signed
+head (``GET /v1/audit-chain/head``), the list must reach the head's report, so a report dropped
+at either end is reported too.
 
 The check is strict about the file itself, not only about the signed content: the file must be
 exactly a standard JSON serialization of what it contains (the compact form the API serves, or
@@ -21,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from app.audit.head import chain_end_problems, verify_head
 from app.audit.integrity import key_id_from_public_pem, verify_chain, verify_envelope
 
 __all__ = ["load_public_key", "parse_report_file", "verify_file", "verify_reports"]
@@ -59,7 +63,13 @@ def _serializations(obj: Any) -> set[str]:
 
 
 def parse_report_file(data: bytes) -> list[Any]:
-    """The envelopes in a report file's bytes, oldest first.
+    """The envelopes in a report file's bytes, oldest first (see :func:`parse_report_content`)."""
+    content = parse_report_content(data)
+    return content if isinstance(content, list) else [content]
+
+
+def parse_report_content(data: bytes) -> Any:
+    """The JSON content of a report file's bytes: one envelope, or a list of them.
 
     Raises ``ValueError`` when the bytes are not UTF-8 JSON, hold duplicate keys or non-JSON
     constants (NaN, Infinity), or are not byte for byte a standard serialization of their content.
@@ -84,7 +94,7 @@ def parse_report_file(data: bytes) -> list[Any]:
             "the file's bytes are not a standard JSON serialization of its content: it was "
             "edited (a number, escape, key or whitespace changed) after it was written"
         )
-    return content if isinstance(content, list) else [content]
+    return content
 
 
 # --------------------------------------------------------------------------- keys
@@ -136,26 +146,60 @@ def _key_for(envelope: Any, pems: list[str]) -> str:
 # --------------------------------------------------------------------------- verification
 
 
-def verify_reports(envelopes: list[Any], pems: list[str]) -> list[str]:
-    """Signature and hash check of every envelope, then the chain links; returns the problems."""
+def verify_reports(
+    envelopes: list[Any],
+    pems: list[str],
+    *,
+    chain: bool | None = None,
+    head: Any = None,
+    partial: bool = False,
+) -> list[str]:
+    """Signature and hash check of every envelope, then, for a ``chain`` (default: more than
+    one envelope), its start, links and numbering, and its end against a signed ``head``
+    (a document of ``GET /v1/audit-chain/head``); returns the problems."""
     if not envelopes:
         return ["the file holds an empty list: no report to verify"]
-    many = len(envelopes) > 1
+    chain = len(envelopes) > 1 if chain is None else chain
     problems: list[str] = []
     for i, envelope in enumerate(envelopes):
-        prefix = f"report #{i}: " if many else ""
+        prefix = f"report #{i}: " if chain else ""
         problems.extend(prefix + p for p in verify_envelope(envelope, _key_for(envelope, pems)))
-    if many:
+    if chain:
         # verify_chain repeats each envelope's own hash problems; keep only the link checks.
-        problems.extend(p for p in verify_chain(envelopes) if p not in problems)
+        own = set(problems)
+        problems.extend(p for p in verify_chain(envelopes, partial=partial) if p not in own)
+    if head is not None:
+        head_problems = verify_head(head, _key_for(head, pems))
+        problems.extend(head_problems)
+        if not chain:
+            problems.append("a head is checked against a chain: give the JSON list of reports")
+        elif not head_problems:
+            problems.extend(chain_end_problems(envelopes, head, partial=partial))
     return problems
 
 
-def verify_file(path: Path, public_key_path: Path | None) -> list[str]:
+def _load_head(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read the head {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"the head {path} is not JSON: {exc}") from None
+
+
+def verify_file(
+    path: Path,
+    public_key_path: Path | None,
+    *,
+    head_path: Path | None = None,
+    partial: bool = False,
+) -> list[str]:
     """Verify a report file (one envelope or a chain) offline; returns the problems found.
 
     With no ``public_key_path`` the deployment's own public key is used (when this machine has
-    one). An empty list means the file is exactly as the service signed and chained it.
+    one). A list is checked as the chain from its genesis report on, or as a stretch of it when
+    ``partial``; with ``head_path`` (the JSON of ``GET /v1/audit-chain/head``) it must reach the
+    signed head. An empty list means the file is exactly as the service signed and chained it.
     """
     try:
         data = Path(path).read_bytes()
@@ -163,12 +207,14 @@ def verify_file(path: Path, public_key_path: Path | None) -> list[str]:
         return [f"cannot read {path}: {exc.strerror or exc}"]
     try:
         pems = load_public_key(public_key_path) if public_key_path else _deployment_key()
+        head = _load_head(head_path) if head_path else None
     except OSError as exc:
         return [f"cannot read the public key {public_key_path}: {exc.strerror or exc}"]
     except ValueError as exc:
         return [str(exc)]
+    problems: list[str] = []
     try:
-        envelopes = parse_report_file(data)
+        content = parse_report_content(data)
     except ValueError as exc:
         # Still check the content when it parses: the signature problems help locate the edit.
         problems = [str(exc)]
@@ -176,6 +222,6 @@ def verify_file(path: Path, public_key_path: Path | None) -> list[str]:
             content = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return problems
-        envelopes = content if isinstance(content, list) else [content]
-        return problems + verify_reports(envelopes, pems)
-    return verify_reports(envelopes, pems)
+    envelopes = content if isinstance(content, list) else [content]
+    chain = isinstance(content, list)
+    return problems + verify_reports(envelopes, pems, chain=chain, head=head, partial=partial)

@@ -13,6 +13,18 @@ from app.core.tasks import TASK_SWEEP
 from app.settings import Settings, get_settings
 
 
+def _redis_transport_options(settings: Settings) -> dict[str, float]:
+    timeout = settings.broker_visibility_timeout_s
+    return {
+        "visibility_timeout": timeout,
+        # kombu looks for overdue tasks every interval x throttle seconds (100 s by default):
+        # look every interval, and no less often than the timeout, so an overdue task is
+        # handed on about when it is due (a scan is one small Redis query).
+        "unacked_restore_interval": min(10.0, timeout),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def configure(celery: Celery, settings: Settings) -> None:
     """Apply the settings (also used by tests that switch databases and brokers)."""
     celery.conf.update(
@@ -29,7 +41,7 @@ def configure(celery: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         # Redis redelivers an unacknowledged task after this long; the sweep usually acts first.
         broker_transport_options=(
-            {"visibility_timeout": 6 * 3600} if settings.broker_url.startswith("redis") else {}
+            _redis_transport_options(settings) if settings.broker_url.startswith("redis") else {}
         ),
         worker_hijack_root_logger=False,
         beat_schedule={

@@ -164,3 +164,20 @@ def dataset_counts(session: Session, dataset: Dataset) -> dict[str, Any]:
         counts[split]["per_class"][dataset.classes[class_index]] += n
     counts["deleted"] = deleted
     return counts
+
+
+def duplicate_content(session: Session, dataset: Dataset) -> dict[str, int]:
+    """Active samples whose bytes another active sample repeats: ``groups`` of identical
+    images and the ``extra_copies`` beyond the first of each. A deletion by file forgets every
+    copy of the named content, so these say how many files such a deletion may take along."""
+    per_hash = (
+        select(func.count().label("n"))
+        .where(Sample.dataset_id == dataset.id, Sample.state == SampleState.ACTIVE)
+        .group_by(Sample.sha256)
+        .having(func.count() > 1)
+        .subquery()
+    )
+    groups, copies = session.execute(
+        select(func.count(), func.coalesce(func.sum(per_hash.c.n), 0)).select_from(per_hash)
+    ).one()
+    return {"groups": int(groups), "extra_copies": int(copies) - int(groups)}

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
+from app.core.options import RequestOptions
 from app.db.models import (
     DeletionRequest,
     DeletionTarget,
@@ -127,6 +128,42 @@ def resolve_filenames(session: Session, dataset_id: int, names: Sequence[str]) -
     return resolved
 
 
+def _options(raw: object) -> RequestOptions:
+    try:
+        return RequestOptions.model_validate(raw or {})
+    except ValidationError as exc:
+        raise InvalidInput(
+            "options are not valid", errors=json.loads(exc.json(include_url=False))
+        ) from None
+
+
+def with_identical_copies(
+    session: Session, dataset_id: int, named: Sequence[Sample]
+) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """Forget content, not a path: every active sample of the dataset whose bytes equal a named
+    file's joins the target. Returns the samples and, per hash that gained copies, how many
+    (hashes and counts only: the extra copies' names never leave the database)."""
+    hashes = sorted({s.sha256 for s in named})
+    if not hashes:
+        return list(named), []
+    copies = session.scalars(
+        select(Sample)
+        .where(
+            Sample.dataset_id == dataset_id,
+            Sample.sha256.in_(hashes),
+            Sample.state == SampleState.ACTIVE,
+        )
+        .order_by(Sample.id)
+    ).all()
+    known = {s.id for s in named}
+    extra = [s for s in copies if s.id not in known]
+    added: dict[str, int] = defaultdict(int)
+    for sample in extra:
+        added[sample.sha256] += 1
+    listed = [{"sha256": sha, "extra_copies": n} for sha, n in sorted(added.items())]
+    return [*named, *extra], listed
+
+
 def _class_targets(
     session: Session, model: Model, version: ModelVersion, class_names: Sequence[str]
 ) -> tuple[list[str], list[Sample]]:
@@ -160,6 +197,41 @@ def _replay(session: Session, idempotency_key: str, fingerprint: str) -> Deletio
     if existing is not None and existing.request_fingerprint != fingerprint:
         raise InvalidInput("Idempotency-Key was already used with a different request body")
     return existing
+
+
+def _plan(
+    session: Session,
+    model: Model,
+    version: ModelVersion,
+    samples: Sequence[Sample],
+    *,
+    full_retrain: bool,
+) -> dict[str, Any]:
+    plan = plan_deletion(
+        load_placements(session, version.id),
+        [s.id for s in samples],
+        shards=model.recipe.shards,
+        slices=model.recipe.slices,
+        full_retrain=full_retrain,
+    )
+    return {**plan.to_dict(), "samples": len(samples)}
+
+
+def _resolve_target(
+    session: Session,
+    model: Model,
+    version: ModelVersion,
+    filenames: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+) -> tuple[list[Sample], list[str], list[dict[str, Any]]]:
+    """(samples, retired classes, identical copies added) for a file or a class target."""
+    if filenames is not None:
+        named = resolve_filenames(session, model.dataset_id, filenames)
+        samples, identical_copies = with_identical_copies(session, model.dataset_id, named)
+        return samples, [], identical_copies
+    assert class_names is not None
+    retired, samples = _class_targets(session, model, version, class_names)
+    return samples, retired, []
 
 
 def create_deletion_request(
@@ -201,18 +273,8 @@ def create_deletion_request(
             f"{sorted(t.value for t in method.targets)}"
         )
     config = _method_config(method.name, payload.get("method_config"))
-    if filenames is not None:
-        samples = resolve_filenames(session, model.dataset_id, filenames)
-        retired: list[str] = []
-    else:
-        assert class_names is not None
-        retired, samples = _class_targets(session, model, version, class_names)
-    plan = plan_deletion(
-        load_placements(session, version.id),
-        [s.id for s in samples],
-        shards=model.recipe.shards,
-        slices=model.recipe.slices,
-        full_retrain=method.name == "retrain",
+    samples, retired, identical_copies = _resolve_target(
+        session, model, version, filenames, class_names
     )
     request = DeletionRequest(
         model_id=model.id,
@@ -221,11 +283,17 @@ def create_deletion_request(
         target_classes=retired,
         method=method.name,
         method_config=config.model_dump(mode="json"),
+        # Stored with every default filled in, so the request shows what applies to it.
+        options=_options(payload.get("options")).model_dump(mode="json"),
         external_id=payload.get("external_id"),
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         status=RequestStatus.RECEIVED,
-        plan={**plan.to_dict(), "samples": len(samples), "exact": method.exact},
+        plan={
+            **_plan(session, model, version, samples, full_retrain=method.name == "retrain"),
+            "exact": method.exact,
+            "identical_copies": identical_copies,
+        },
         base_version_id=version.id,
     )
     stored = _store(session, request)

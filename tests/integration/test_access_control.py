@@ -43,6 +43,7 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/v1/deletion-requests/{request_id}/report"): set(ROLES),
     ("GET", "/v1/methods"): set(ROLES),
     ("GET", "/v1/audit-chain"): {"auditor", "admin"},
+    ("GET", "/v1/audit-chain/head"): {"operator", "auditor", "admin"},
     ("GET", "/metrics"): {"auditor", "admin"},
     ("POST", "/v1/api-keys"): {"admin"},
     ("GET", "/v1/api-keys"): {"admin"},
@@ -94,7 +95,7 @@ def test_every_route_and_role_gets_exactly_its_policy(sqlite_service) -> None:
                 if wanted == 401:
                     assert response.headers["www-authenticate"] == "Bearer"
     assert unexpected == []
-    assert checked == len(EXPECTED) * 5 == 110
+    assert checked == len(EXPECTED) * 5 == 115
 
 
 def test_a_route_without_a_policy_is_refused(sqlite_service) -> None:

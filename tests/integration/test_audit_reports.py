@@ -582,6 +582,8 @@ def test_concurrent_publishers_keep_one_chain(backend: str, request, monkeypatch
     with session_scope() as session:
         rows = session.scalars(select(AuditReport).order_by(AuditReport.id)).all()
         chain = [r.envelope for r in rows]
+        numbers = [r.sequence for r in rows]
     assert len(chain) == len(ids)
+    assert numbers == [e["integrity"]["sequence"] for e in chain] == list(range(1, len(ids) + 1))
     assert chain[0]["integrity"]["previous_sha256"] is None
     assert verify_chain(chain) == []  # one line: every report links to the one before it

@@ -186,8 +186,8 @@ def _victim(service, dataset_id: int, model_id: int) -> str:  # type: ignore[no-
 def test_a_worker_killed_while_auditing_is_resumed_by_the_sweep(
     sqlite_service, tiny_dataset: Path, monkeypatch
 ) -> None:
-    """The new version is current but the worker died mid-audit: the sweep finishes the batch
-    (report, erasure, lock) instead of leaving the request stuck in `verifying`."""
+    """The new version is built but the worker died mid-audit: the sweep finishes the batch
+    (report, version made current, erasure, lock) instead of leaving it stuck in `verifying`."""
     from app.db.models import Model
     from worker import tasks
 
@@ -206,6 +206,8 @@ def test_a_worker_killed_while_auditing_is_resumed_by_the_sweep(
     stuck = service.client.get(f"/v1/deletion-requests/{request['id']}").json()
     assert stuck["status"] == "verifying", stuck
     assert (tiny_dataset / victim).exists()
+    # Not current yet: a version becomes current with the erasure, after its proof and audit.
+    assert service.client.get(f"/v1/models/{model['id']}").json()["current_version"] == 1
 
     monkeypatch.undo()
     assert tasks.sweep()["complete_versions"] == 0  # the batch is still fresh: maybe alive
@@ -222,7 +224,7 @@ def test_a_worker_killed_while_auditing_is_resumed_by_the_sweep(
         assert session.get(Model, model["id"]).active_batch is None  # type: ignore[union-attr]
 
 
-def test_a_failed_audit_fails_the_request_but_keeps_the_new_version(
+def test_a_failed_audit_fails_the_request_and_keeps_the_parent_current(
     sqlite_service, tiny_dataset: Path, monkeypatch
 ) -> None:
     from worker import tasks
@@ -241,7 +243,9 @@ def test_a_failed_audit_fails_the_request_but_keeps_the_new_version(
     assert "audit or erasure failed" in request["status_reason"]
     after = service.client.get(f"/v1/models/{model['id']}").json()
     assert after["status"] == "ready", after
-    assert after["current_version"] == 2, after
+    # No report, no erasure: the version built for it is never served.
+    assert after["current_version"] == 1, after
+    assert next(v for v in after["versions"] if v["number"] == 2)["status"] == "failed"
     # Not erased without a report: the file stays, and a new request may still name it.
     assert (tiny_dataset / victim).exists()
     retry = service.client.post(

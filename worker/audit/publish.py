@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.audit.integrity import SigningKey, seal_report, verify_envelope
@@ -73,6 +73,15 @@ def _lock_chain(session: Session, request: DeletionRequest) -> None:
     )
 
 
+def _next_sequence(session: Session, last: int | None) -> int:
+    """The number of the report after one numbered ``last``; the migration that added the
+    numbers numbered every report before it, so an unnumbered last report only occurs in a
+    database built without it: its position is then the count of reports."""
+    if last is not None:
+        return last + 1
+    return (session.scalar(select(func.count()).select_from(AuditReport)) or 0) + 1
+
+
 def append_report(
     session: Session,
     request: DeletionRequest,
@@ -80,11 +89,16 @@ def append_report(
     key: SigningKey,
     plots: dict[str, bytes],
 ) -> AuditReport:
-    """Seal ``body`` after the chain's current head, render its page and add the row to
-    ``session``; the chain stays locked until the caller's transaction ends."""
+    """Seal ``body`` after the chain's current head, as the next numbered report, render its
+    page and add the row to ``session``; the chain stays locked until the caller's transaction
+    ends, so no two reports get one number or one predecessor."""
     _lock_chain(session, request)
-    previous = session.scalar(select(AuditReport.sha256).order_by(AuditReport.id.desc()).limit(1))
-    envelope = seal_report(body, previous_sha256=previous, key=key)
+    last = session.execute(
+        select(AuditReport.sha256, AuditReport.sequence).order_by(AuditReport.id.desc()).limit(1)
+    ).first()
+    previous = last.sha256 if last else None
+    sequence = _next_sequence(session, last.sequence if last else None)
+    envelope = seal_report(body, previous_sha256=previous, key=key, sequence=sequence)
     page = render_report_html(
         envelope, plots, verification=verify_envelope(envelope, key.public_pem())
     )
@@ -92,6 +106,7 @@ def append_report(
         request_id=request.id,
         sha256=envelope["integrity"]["sha256"],
         previous_sha256=previous,
+        sequence=sequence,
         envelope=envelope,
         html=page,
     )

@@ -29,6 +29,7 @@ from app.settings import get_settings
 from worker.constituents import CHECKPOINTS
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows.common import log, now, store, touch_model
+from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
 from worker.samples import purge_dataset_cache
 from worker.unlearning.base import Runner
@@ -221,8 +222,7 @@ def purge_superseded_checkpoints(
     return purged
 
 
-def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
-    """After the new version is ready: audit each request, erase the data, release the model."""
+def _begin_verifying(version: ModelVersion) -> list[DeletionRequest]:
     with session_scope() as session:
         requests = list(
             session.scalars(
@@ -235,6 +235,46 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         )
         for request in requests:
             request.status = RequestStatus.VERIFYING
+    return requests
+
+
+def _judge(version: ModelVersion, requests: list[DeletionRequest]) -> str | None:
+    """The proof and guard rails, unless the version is already current: then they held and
+    its erasure was under way when a worker died, so only the erasure is left to finish."""
+    with session_scope() as session:
+        model = session.get(Model, version.model_id)
+        assert model is not None
+        if model.current_version_id == version.id:
+            return None
+        return judge_new_version(session, session.merge(version), requests)
+
+
+def refuse_batch(version: ModelVersion, requests: list[DeletionRequest], reason: str) -> None:
+    """The new version failed its proof or a guard: it is never made current, its requests fail
+    with the reason, their files stay (a later request may erase them) and the model is freed."""
+    with session_scope() as session:
+        for request in requests:
+            live = session.get(DeletionRequest, request.id)
+            if live is not None and live.status == RequestStatus.VERIFYING:
+                live.status = RequestStatus.FAILED
+                live.status_reason = reason
+                finish(live)
+        live_version = session.get(ModelVersion, version.id)
+        assert live_version is not None
+        live_version.status = VersionStatus.FAILED
+        live_version.status_reason = reason
+        session.execute(update(Model).where(Model.id == version.model_id).values(active_batch=None))
+    log.warning("model %s version %s refused: %s", version.model_id, version.number, reason)
+
+
+def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
+    """After the new version is built: check its proof and guard rails, audit each request,
+    then make it current and erase the data together, and release the model."""
+    requests = _begin_verifying(version)
+    refusal = _judge(version, requests)
+    if refusal is not None:
+        refuse_batch(version, requests, refusal)
+        return
     for request in requests:
         with session_scope() as session:
             touch_model(session, version.model_id)  # an audit is live work, not a stalled batch
@@ -274,8 +314,12 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
 
 
 def erase_batch_files(version: ModelVersion, requests: list[DeletionRequest]) -> set[int]:
-    """Check every file of the batch, commit the intent to erase, then unlink them. Raises
-    ErasureRefusedError (nothing erased) when any file fails its check."""
+    """Check every file of the batch, then in one transaction make the new version current and
+    record the intent to erase, then unlink them. Raises ErasureRefusedError (nothing erased,
+    the parent still current) when any file fails its check.
+
+    From that commit on the model serves a version proven free of the data, and a worker that
+    dies mid-unlink leaves samples marked erasing that the resumed completion finishes."""
     with session_scope() as session:
         model = session.get(Model, version.model_id)
         assert model is not None
@@ -284,6 +328,7 @@ def erase_batch_files(version: ModelVersion, requests: list[DeletionRequest]) ->
         checked = check_files(dataset, samples, get_settings().data_roots)
         for sample in samples:
             sample.state = SampleState.ERASING
+        model.current_version_id = version.id
         session.expunge(dataset)
     unlink_files(dataset, checked)
     return {s.sample_id for s in checked}
@@ -304,11 +349,18 @@ def resume_completion(version_id: int, audit: AuditHook | None) -> int | None:
 
 
 def fail_batch(version_id: int, reason: str) -> int | None:
-    """Mark a failed version's requests failed and free the model; returns the model id."""
+    """Mark a failed version's requests failed and free the model; returns the model id.
+
+    A version that was not made current (its training, proof, audit or file checks failed)
+    is marked failed too; one already current (its erasure had begun) stays."""
     with session_scope() as session:
         version = session.get(ModelVersion, version_id)
         if version is None:
             return None
+        model = session.get(Model, version.model_id)
+        if model is not None and model.current_version_id != version.id:
+            version.status = VersionStatus.FAILED
+            version.status_reason = version.status_reason or reason
         for request in session.scalars(
             select(DeletionRequest).where(DeletionRequest.result_version_id == version_id)
         ).all():

@@ -67,8 +67,24 @@ def claim_shard(
     ):
         log.info("version %s shard %s is being %s elsewhere", version_id, shard, activity)
         return False
-    state.status = ShardStatus.RUNNING
-    state.updated_at = now()
+    # Take the row only as it was read: of two copies of this task claiming at once (a broker
+    # redelivery, a sweep re-send), the later one finds it changed and backs off (PostgreSQL
+    # makes it wait for the first one's commit, then re-checks the condition).
+    taken = session.execute(
+        update(VersionShard)
+        .where(
+            VersionShard.version_id == version_id,
+            VersionShard.shard == shard,
+            VersionShard.status == state.status,
+            VersionShard.updated_at == state.updated_at,
+        )
+        .values(status=ShardStatus.RUNNING, updated_at=now())
+        .execution_options(synchronize_session=False)
+    )
+    if not taken.rowcount:  # type: ignore[attr-defined]
+        log.info("version %s shard %s was just claimed by another task", version_id, shard)
+        return False
+    session.refresh(state)
     return ShardClaim(state=state, version=version, model=load_model(session, version.model_id))
 
 

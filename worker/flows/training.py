@@ -28,6 +28,7 @@ from worker.audit.cost import shard_work
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
+from worker.flows.guards import VersionRefusedError, non_finite_refusal
 from worker.flows.shards import (
     ShardProgress,
     claim_shard,
@@ -263,7 +264,8 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
 
 
 def finalize_version(version_id: int) -> ModelVersion | None:
-    """Evaluate a fully trained version and make it current. Returns it when this call did so."""
+    """Evaluate a fully trained version and make it current (a deletion's: ready, made current
+    by its completion). Returns it when this call did so."""
     with session_scope() as session:
         if not claim_finalization(session, version_id):
             return None
@@ -271,6 +273,9 @@ def finalize_version(version_id: int) -> ModelVersion | None:
         assert version is not None
         model = session.get(Model, version.model_id)
         assert model is not None
+        refusal = non_finite_refusal(session, model, version)
+        if refusal is not None:  # never evaluated, never made current: the version fails
+            raise VersionRefusedError(refusal)
         with stopwatch() as evaluation:
             metrics = evaluate_version(session, model, version)
             if version.reason == "deletion":
@@ -284,7 +289,10 @@ def finalize_version(version_id: int) -> ModelVersion | None:
         version.metrics = metrics
         version.status = VersionStatus.READY
         version.completed_at = now()
-        model.current_version_id = version.id
+        if version.reason != "deletion":
+            # A deletion's version is made current only when its proof and guard rails hold,
+            # in the transaction that records the erasure (worker.flows.deletion).
+            model.current_version_id = version.id
         model.status = ModelStatus.READY
         model.status_reason = None
         log.info("model %s version %s ready", model.id, version.number)

@@ -19,6 +19,7 @@ def _out(session: SessionDep, dataset: Dataset) -> DatasetOut:
         classes=dataset.classes,
         channels=dataset.channels,
         counts=service.dataset_counts(session, dataset),
+        duplicate_content=service.duplicate_content(session, dataset),
         created_at=dataset.created_at,
     )
 

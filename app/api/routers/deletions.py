@@ -51,6 +51,7 @@ def deletion_out(session: SessionDep, request: DeletionRequest, caller: Principa
         plan=request.plan,
         method=request.method,
         method_config=request.method_config,
+        options=request.options or {},
         target={
             "kind": request.target_kind,
             "classes": request.target_classes,

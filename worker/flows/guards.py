@@ -1,0 +1,118 @@
+"""Guard rails on a new version before it is made current.
+
+* Non-finite weights (every version, checked by the finalizer before evaluation): a constituent
+  holding NaN or an infinity answers nothing sensible, so it never serves.
+* Lineage (exact methods, :mod:`worker.flows.proof`): checked by the completion flow.
+* Retained accuracy (approximate methods): the new version's test accuracy on the classes it
+  keeps may fall at most ``max_retain_drop`` percentage points (a request option, default 10)
+  below its parent's on the same classes. Exact methods (sisa, retrain) are not held to it:
+  they are proven by their lineage, a retrain of a small model can honestly move accuracy by
+  more, and refusing one would leave the data in the served model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
+
+from app.core.options import RequestOptions, parse_options
+from app.db.models import DeletionRequest, Model, ModelVersion
+from app.services.datasets import dataset_counts
+from worker.constituents import load_constituents
+from worker.flows.common import store
+from worker.flows.proof import lineage_refusal
+from worker.unlearning.base import Runner
+from worker.unlearning.registry import get_method
+
+
+class VersionRefusedError(RuntimeError):
+    """A new version failed a guard rail; the message gives the figures (no file names)."""
+
+
+def _non_finite(net: torch.nn.Module) -> list[str]:
+    return [
+        name
+        for name, tensor in net.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def non_finite_refusal(session: Session, model: Model, version: ModelVersion) -> str | None:
+    """None when every weight of every constituent is finite; otherwise which are not."""
+    found = []
+    nets = load_constituents(session, store(), model, version, torch.device("cpu"))
+    for shard, net in enumerate(nets):
+        names = _non_finite(net)
+        if names:
+            found.append(f"shard {shard}: {len(names)} tensor(s) ({', '.join(names[:5])})")
+    if not found:
+        return None
+    return (
+        f"version {version.number} holds non-finite weights (NaN or infinity), so it was not "
+        f"made current: {'; '.join(found)}"
+    )
+
+
+def retained_accuracy(metrics: dict[str, Any], counts: dict[str, int]) -> float | None:
+    """Test accuracy over the classes in ``counts``, rebuilt from a stored evaluation's
+    per-class accuracies weighted by today's test images per class, so parent and child are
+    compared on the same footing (None when that evaluation is missing)."""
+    per_class = (metrics.get("test") or {}).get("per_class") or {}
+    values = [(per_class.get(c), n) for c, n in counts.items()]
+    present = [(a, n) for a, n in values if a is not None and n]
+    total = sum(n for _, n in present)
+    if not total:
+        return None
+    return float(sum(a * n for a, n in present) / total)
+
+
+def retain_drop_refusal(
+    session: Session,
+    model: Model,
+    version: ModelVersion,
+    parent: ModelVersion,
+    options: RequestOptions,
+) -> str | None:
+    """None when the retained classes' accuracy fell by at most ``max_retain_drop`` points."""
+    per_class = dataset_counts(session, model.dataset)["test"]["per_class"]
+    retired = set(version.retired_classes)
+    counts = {c: int(n) for c, n in per_class.items() if c not in retired}
+    after = retained_accuracy(version.metrics or {}, counts)
+    before = retained_accuracy(parent.metrics or {}, counts)
+    if after is None or before is None:
+        return None
+    drop = 100.0 * (before - after)
+    if drop <= options.max_retain_drop:
+        return None
+    return (
+        f"version {version.number} was not made current: its test accuracy on the retained "
+        f"classes fell {drop:.1f} points, from {100 * before:.1f}% (version {parent.number}) to "
+        f"{100 * after:.1f}%, more than max_retain_drop {options.max_retain_drop:g}"
+    )
+
+
+def judge_new_version(
+    session: Session, version: ModelVersion, requests: Sequence[DeletionRequest]
+) -> str | None:
+    """Why the batch's new version may not be made current, or None when it may.
+
+    Exact methods must hold their lineage proof; approximate ones must keep the retained
+    classes' accuracy within the strictest ``max_retain_drop`` of the batch's requests. (Its
+    weights were found finite before it was evaluated.)"""
+    model = session.get(Model, version.model_id)
+    assert model is not None
+    if get_method(version.method).runner == Runner.SISA:
+        return lineage_refusal(session, version, [r.id for r in requests])
+    if version.parent_id is None:
+        return None
+    parent = session.get(ModelVersion, version.parent_id)
+    assert parent is not None
+    strictest = min(
+        (parse_options(r.options) for r in requests),
+        key=lambda o: o.max_retain_drop,
+        default=RequestOptions(),
+    )
+    return retain_drop_refusal(session, model, version, parent, strictest)
