@@ -44,12 +44,22 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     migrate: Annotated[bool, typer.Option(help="Run database migrations first")] = False,
+    processes: Annotated[
+        int, typer.Option(min=1, max=64, help="API processes sharing the port (uvicorn workers)")
+    ] = 1,
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
 
     _prepare(migrate)
-    uvicorn.run("app.api.main:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "app.api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        workers=processes if processes > 1 else None,
+    )
 
 
 @cli.command()

@@ -116,6 +116,7 @@ def deployment(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     workers: int = 1,
+    api_processes: int = 1,
     start_timeout_s: float = 120,
 ) -> Iterator[Deployment]:
     """Migrate, then start `forgetd serve` and `workers` x `forgetd worker`; stop them after.
@@ -135,7 +136,8 @@ def deployment(
         env=full_env,
         api_key=mint_key(full_env, "admin", "embedded deployment"),
     )
-    deployed.processes["api"] = _spawn(["serve", "--port", str(port)], full_env, home / "api.log")
+    serve = ["serve", "--port", str(port), "--processes", str(api_processes)]
+    deployed.processes["api"] = _spawn(serve, full_env, home / "api.log")
     for index in range(workers):
         # Only the first worker runs the sweep scheduler, as in docker-compose.
         deployed.start_worker("worker" if index == 0 else f"worker{index}", beat=index == 0)

@@ -35,15 +35,20 @@ def enqueue_webhook_delivery(webhook_id: int, request_id: str) -> bool:
     return send(TASK_DELIVER_WEBHOOK, webhook_id, request_id)
 
 
-def enqueue_deletion(session: Session, request: DeletionRequest) -> None:
-    """Hand a committed request to the workers and mark it queued (one that waits for an
-    approval stays where it is)."""
+def enqueue_deletion(session: Session, request: DeletionRequest) -> bool:
+    """Hand a committed request to the workers and mark it queued; True once marked. One that
+    waits for an approval stays where it is.
+
+    Never raises: the request is already stored, so its caller gets its 202 whatever happens
+    here. A request left "received" (broker down, database busy) is re-sent by the sweep."""
     from app.services import events
 
     if request.status != RequestStatus.RECEIVED:
-        return
-    if send(TASK_PROCESS_MODEL, request.model_id):
-        result = session.execute(
+        return False
+    if not send(TASK_PROCESS_MODEL, request.model_id):
+        return False
+    try:
+        marked = session.execute(
             update(DeletionRequest)
             .where(
                 DeletionRequest.id == request.id,
@@ -52,7 +57,12 @@ def enqueue_deletion(session: Session, request: DeletionRequest) -> None:
             .values(status=RequestStatus.QUEUED, enqueued_at=datetime.now(UTC))
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount:  # type: ignore[attr-defined]
+        if marked.rowcount:  # type: ignore[attr-defined]
             session.refresh(request)
             events.record(session, request, "queued")
         session.commit()
+    except Exception as exc:  # any database error: the sweep marks and re-sends it later
+        log.warning("request %s stays received: %s", request.id, type(exc).__name__)
+        session.rollback()
+        return False
+    return bool(marked.rowcount)  # type: ignore[attr-defined]

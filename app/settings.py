@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(
         2.0, gt=0, le=3600, validation_alias=_alias("WEBHOOK_BACKOFF_S")
     )
+    # Requests served at once per API process (more wait their turn), each on one thread with
+    # at most one database connection: the pool (size + overflow) must be at least this.
+    api_threads: int = Field(32, ge=1, le=256, validation_alias=_alias("API_THREADS"))
+    db_pool_size: int = Field(10, ge=1, le=200, validation_alias=_alias("DB_POOL_SIZE"))
+    db_max_overflow: int = Field(30, ge=0, le=500, validation_alias=_alias("DB_MAX_OVERFLOW"))
+    db_pool_timeout_s: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_alias("DB_POOL_TIMEOUT_S")
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_alias("LOG_LEVEL")
     )
@@ -155,6 +163,15 @@ class Settings(BaseSettings):
                         f"FORGETD_DATA_ROOTS: {str(root)[:200]!r} holds the service's own "
                         f"state ({name}); choose a data root beside it, not above it"
                     )
+
+    @model_validator(mode="after")
+    def _pool_covers_threads(self) -> Settings:
+        if self.db_pool_size + self.db_max_overflow < self.api_threads:
+            raise ValueError(
+                "FORGETD_DB_POOL_SIZE + FORGETD_DB_MAX_OVERFLOW must be at least "
+                "FORGETD_API_THREADS (every API thread may hold a connection)"
+            )
+        return self
 
     @property
     def is_embedded_db(self) -> bool:

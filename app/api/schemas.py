@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.inputs import FileName, NulFreeJson, Ref, ServerPath, ShortName, ShortText
 from app.core.options import RequestOptions
 from app.core.recipe import (
     Aggregation,
@@ -25,18 +26,12 @@ from app.core.recipe import (
 from app.db.models import Role
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-# Bounded, so that no error ever echoes a long input back.
-Ref = int | Annotated[str, Field(min_length=1, max_length=200)]
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
-ShortName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
-    root: str = Field(
-        min_length=1,
-        max_length=4096,
+    root: ServerPath = Field(
         description="Absolute server-side ImageFolder path inside one of FORGETD_DATA_ROOTS",
     )
 
@@ -128,12 +123,12 @@ class ModelOut(BaseModel):
 class DeletionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: Ref
-    filenames: list[str] | None = None
+    filenames: list[FileName] | None = None
     class_name: ShortText | None = None
     class_names: list[ShortText] | None = Field(None, max_length=10_000)
     method: ShortName | None = "auto"
-    method_config: dict[str, Any] | None = None
-    external_id: str | None = Field(None, max_length=200)
+    method_config: Annotated[dict[str, Any], NulFreeJson] | None = None
+    external_id: Annotated[str, Field(max_length=200), NulFreeJson] | None = None
     options: RequestOptions | None = None
     deadline_days: int | None = Field(
         None,
@@ -194,6 +189,7 @@ class ModelImport(RecipeFields):
         description="the class of each model output, in output order; the same set as the "
         "dataset's classes (the worker reorders the output layer when the order differs)",
     )
+    # Not a ServerPath: the import answers every refused path alike (it is no file oracle).
     state_dict_path: str | None = Field(
         None,
         min_length=1,
@@ -208,7 +204,7 @@ class ModelImport(RecipeFields):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
-    name: str = Field("", max_length=200)
+    name: Annotated[str, Field(max_length=200), NulFreeJson] = ""
 
 
 class ApiKeyOut(BaseModel):

@@ -5,18 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 
-def make_engine(database_url: str) -> Engine:
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    """Enough connections for every API thread, so that no call waits out the pool timeout."""
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
+
+
+def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
+    pool = _pool_options(settings or get_settings())
     if database_url.startswith("sqlite"):
         # The API, the worker and its shard tasks write the same file: wait for locks instead
         # of failing at once, and use WAL so readers never block the writer.
-        engine = create_engine(database_url, connect_args={"timeout": 60})
+        engine = create_engine(database_url, connect_args={"timeout": 60}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -29,12 +40,13 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(database_url, pool_pre_ping=True, **pool)
 
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
+    settings = get_settings()
+    return make_engine(settings.database_url, settings)
 
 
 @lru_cache(maxsize=1)

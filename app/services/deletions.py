@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
@@ -189,6 +190,16 @@ def _class_targets(
     return list(class_names), list(samples)
 
 
+def _replay(session: Session, idempotency_key: str, fingerprint: str) -> DeletionRequest | None:
+    """The request stored earlier under ``idempotency_key``, if any (same body, or a 422)."""
+    existing = session.scalar(
+        select(DeletionRequest).where(DeletionRequest.idempotency_key == idempotency_key)
+    )
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise InvalidInput("Idempotency-Key was already used with a different request body")
+    return existing
+
+
 def _plan(
     session: Session,
     model: Model,
@@ -235,12 +246,8 @@ def create_deletion_request(
     """Validate, resolve and store a request with its plan. Returns (request, created)."""
     fingerprint = request_fingerprint(payload)
     if idempotency_key:
-        existing = session.scalar(
-            select(DeletionRequest).where(DeletionRequest.idempotency_key == idempotency_key)
-        )
+        existing = _replay(session, idempotency_key, fingerprint)
         if existing is not None:
-            if existing.request_fingerprint != fingerprint:
-                raise InvalidInput("Idempotency-Key was already used with a different request body")
             return existing, False
     model = get_model(session, payload["model"])
     if model.status != ModelStatus.READY or model.current_version_id is None:
@@ -266,13 +273,7 @@ def create_deletion_request(
             f"method {method.name!r} cannot forget {target.value}; it supports "
             f"{sorted(t.value for t in method.targets)}"
         )
-    try:
-        config = validate_config(method.name, payload.get("method_config"))
-    except ValidationError as exc:
-        raise InvalidInput(
-            f"method_config is not valid for {method.name!r}",
-            errors=json.loads(exc.json(include_url=False)),
-        ) from None
+    config = _method_config(method.name, payload.get("method_config"))
     samples, retired, identical_copies = _resolve_target(
         session, model, version, filenames, class_names
     )
@@ -296,10 +297,41 @@ def create_deletion_request(
         },
         base_version_id=version.id,
     )
-    session.add(request)
-    session.flush()
+    stored = _store(session, request)
+    if stored is not request:
+        return stored, False
     session.add_all(DeletionTarget(request_id=request.id, sample_id=s.id) for s in samples)
     return request, True
+
+
+def _store(session: Session, request: DeletionRequest) -> DeletionRequest:
+    """Insert ``request``; or, when a concurrent call with the same Idempotency-Key stored its
+    request first (the unique key refuses this one), that call's request, as a replay."""
+    session.add(request)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        key, fingerprint = request.idempotency_key, request.request_fingerprint
+        existing = _replay(session, key, fingerprint) if key else None
+        if existing is None:
+            raise
+        return existing
+    return request
+
+
+def _method_config(method: str, raw: dict[str, Any] | None) -> Any:
+    """The validated configuration, or a 422 naming each bad field."""
+    try:
+        return validate_config(method, raw)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"method_config.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:20]
+        )
+        raise InvalidInput(
+            f"method_config is not valid for {method!r}: {fields}",
+            errors=exc.errors(include_url=False, include_context=False),
+        ) from None
 
 
 def get_request(

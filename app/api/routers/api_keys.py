@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from app.api.auth import Administer
 from app.api.deps import SessionDep
+from app.api.inputs import path_id
 from app.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from app.db.models import ApiKey
 from app.services import api_keys as service
@@ -35,6 +36,6 @@ def list_api_keys(session: SessionDep, caller: Administer) -> list[ApiKeyOut]:
 @router.delete("/{key_id}", response_model=ApiKeyOut)
 def revoke_api_key(key_id: int, session: SessionDep, caller: Administer) -> ApiKeyOut:
     """Revoke a key: every later call with it gets 401. The record stays, for the audit."""
-    row = service.revoke_key(session, key_id)
+    row = service.revoke_key(session, path_id("API key", key_id))
     session.commit()
     return _out(row)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from app.api.auth import Audit
 from app.api.deps import SessionDep
+from app.api.inputs import MAX_OFFSET
 from app.db.models import AuditReport
 
 router = APIRouter(tags=["audit"])
@@ -19,7 +20,9 @@ router = APIRouter(tags=["audit"])
 def read_audit_chain(
     session: SessionDep,
     caller: Audit,
-    offset: Annotated[int, Query(ge=0, description="reports to skip from the oldest")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="reports to skip from the oldest")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
     """Signed report envelopes in chain order, oldest first: save the body and check it with

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response, status
 
 from app.api.auth import Operate
 from app.api.deps import SessionDep, SettingsDep
+from app.api.inputs import path_ref
 from app.api.schemas import DatasetCreate, DatasetOut
 from app.db.models import Dataset
 from app.services import datasets as service
@@ -45,4 +46,4 @@ def register_dataset(
 
 @router.get("/{dataset_ref}", response_model=DatasetOut)
 def get_dataset(dataset_ref: str, session: SessionDep, caller: Operate) -> DatasetOut:
-    return _out(session, service.get_dataset(session, dataset_ref))
+    return _out(session, service.get_dataset(session, path_ref("dataset", dataset_ref)))

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from app.api.auth import CancelRequests, ReadRequests, SubmitRequests
 from app.api.deps import SessionDep, SettingsDep
+from app.api.inputs import MAX_OFFSET, Text, path_ref
 from app.api.schemas import DeletionCreate, DeletionOut, DeletionPage
 from app.db.models import AuditReport, DeletionRequest, ModelVersion, RequestStatus
 from app.queue import enqueue_deletion
@@ -77,7 +78,7 @@ def create_deletion_request(
     settings: SettingsDep,
     response: Response,
     caller: SubmitRequests,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[Text | None, Header(max_length=200)] = None,
 ) -> DeletionOut:
     request, created = service.create_deletion_request(
         session,
@@ -86,39 +87,42 @@ def create_deletion_request(
         default_class_method=settings.default_class_method,
         owner_key_id=caller.key_id,
     )
-    if created:
-        lifecycle.admit_new_request(
-            session,
-            request,
-            deadline_days=body.deadline_days,
-            default_days=settings.default_deadline_days,
-        )
-        # Stored first, enqueued only after the commit: a worker never sees a request that
-        # could still roll back, and a broker outage leaves it "received" for the sweep.
-        session.commit()
-        enqueue_deletion(session, request)
-        session.refresh(request)
-    else:
-        response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/deletion-requests/{request.id}"
-    return deletion_out(session, request, caller)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        return deletion_out(session, request, caller)
+    # The answer is built before the commit, and the request enqueued only after it: a worker
+    # never sees a request that could still roll back, and once the request is stored nothing
+    # can turn its answer into an error (a failed enqueue leaves it "received" for the sweep).
+    lifecycle.admit_new_request(
+        session,
+        request,
+        deadline_days=body.deadline_days,
+        default_days=settings.default_deadline_days,
+    )
+    stored = deletion_out(session, request, caller)
+    session.commit()
+    if enqueue_deletion(session, request):
+        stored.status = RequestStatus.QUEUED
+        stored.progress = {**stored.progress, "phase": RequestStatus.QUEUED}
+    return stored
 
 
 @router.get("", response_model=DeletionPage)
 def list_deletion_requests(
     session: SessionDep,
     caller: ReadRequests,
-    status_filter: Annotated[str | None, Query(alias="status")] = None,
-    model: str | None = None,
+    status_filter: Annotated[str | None, Query(alias="status", max_length=32)] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     overdue: bool | None = None,
     sort: Annotated[str | None, Query(max_length=20)] = None,
 ) -> DeletionPage:
     rows, total = service.list_requests(
         session,
         status=status_filter,
-        model=model,
+        model=path_ref("model", model) if model else None,
         limit=limit,
         offset=offset,
         owner_key_id=owner_scope(caller),

@@ -32,6 +32,10 @@ def health(session: SessionDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
 def metrics(caller: Audit) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

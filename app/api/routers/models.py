@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from app.api.auth import Operate
 from app.api.deps import SessionDep
+from app.api.inputs import path_ref
 from app.api.schemas import ModelCreate, ModelOut
 from app.db.models import Model, ModelVersion, VersionStatus
 from app.queue import enqueue_version
@@ -80,4 +81,4 @@ def register_model(
 
 @router.get("/{model_ref}", response_model=ModelOut)
 def read_model(model_ref: str, session: SessionDep, caller: Operate) -> ModelOut:
-    return model_out(session, get_model(session, model_ref))
+    return model_out(session, get_model(session, path_ref("model", model_ref)))

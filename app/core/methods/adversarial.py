@@ -30,17 +30,24 @@ from app.core.methods.registry import register
 class AdversarialConfig(MethodConfig):
     epochs: int = Field(5, ge=1, le=1000, description="passes over the forget images")
     batch_size: int = Field(128, ge=2, le=65536, description="forget and retain batch size")
-    lr: float = Field(1e-3, gt=0, description="generator Adam learning rate (cosine-annealed)")
-    disc_lr: float = Field(1e-3, gt=0, description="discriminator Adam learning rate")
+    lr: float = Field(
+        1e-3, gt=0, le=10, description="generator Adam learning rate (cosine-annealed)"
+    )
+    disc_lr: float = Field(1e-3, gt=0, le=10, description="discriminator Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
     disc_hidden: int = Field(128, ge=1, le=65536, description="width of the MLP's hidden layers")
     disc_steps: int = Field(1, ge=1, le=100, description="discriminator updates per step")
-    adversarial_weight: float = Field(1.0, ge=0, description="weight of the GAN loss")
-    retain_weight: float = Field(1.0, ge=0, description="weight of the retain cross-entropy")
+    adversarial_weight: float = Field(1.0, ge=0, le=100, description="weight of the GAN loss")
+    retain_weight: float = Field(
+        1.0, ge=0, le=100, description="weight of the retain cross-entropy"
+    )
     eval_max_samples: int = Field(
-        10000, ge=1, description="forget/retain samples (seeded subset) for the final metrics"
+        10000,
+        ge=1,
+        le=10_000_000,
+        description="forget/retain samples (seeded subset) for the final metrics",
     )
 
 

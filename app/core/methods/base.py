@@ -32,9 +32,11 @@ class Runner(StrEnum):
 
 class MethodConfig(BaseModel):
     """Base class for method configurations: every field has a default, unknown fields are
-    refused, and no number may be NaN or infinite (one would poison every weight it touches)."""
+    refused, and no number may be NaN or infinite (one would poison every weight it touches).
+    Every numeric field also has an upper bound: a finite but absurd value (``1e308``) would
+    overflow to infinity inside the method, or run for ever."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _finite(self) -> MethodConfig:

@@ -13,9 +13,9 @@ from app.core.methods.registry import register
 
 class FinetuneConfig(MethodConfig):
     epochs: int = Field(5, ge=1, le=1000, description="passes over the retain data")
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
+    lr: float = Field(0.01, gt=0, le=10, description="initial learning rate (cosine-annealed to 0)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
     batch_size: int = Field(128, ge=2, le=65536)
     optimizer: Literal["sgd", "adam"] = "sgd"
 

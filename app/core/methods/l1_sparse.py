@@ -16,19 +16,24 @@ from app.core.methods.registry import register
 
 class L1SparseConfig(MethodConfig):
     epochs: int = Field(5, ge=1, le=1000, description="passes over the retain data")
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
+    lr: float = Field(0.01, gt=0, le=10, description="initial learning rate (cosine-annealed to 0)")
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
     batch_size: int = Field(128, ge=2, le=65536)
     optimizer: Literal["sgd", "adam"] = "sgd"
     l1_weight: float = Field(
-        1e-4, ge=0, description="gamma: initial weight of the l1 norm of all trainable parameters"
+        1e-4,
+        ge=0,
+        le=1,
+        description="gamma: initial weight of the l1 norm of all trainable parameters",
     )
     decay: Literal["linear", "constant"] = Field(
         "linear",
         description="linear: gamma * (1 - epoch / (epochs - no_l1_epochs)); constant: gamma",
     )
-    no_l1_epochs: int = Field(0, ge=0, description="final epochs trained without the penalty")
+    no_l1_epochs: int = Field(
+        0, ge=0, le=1000, description="final epochs trained without the penalty"
+    )
 
     @model_validator(mode="after")
     def _some_l1_epochs(self) -> L1SparseConfig:

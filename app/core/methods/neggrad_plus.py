@@ -19,13 +19,16 @@ class NegGradPlusConfig(MethodConfig):
     epochs: int = Field(
         5, ge=1, le=1000, description="passes over the retain data (forget batches cycle)"
     )
-    lr: float = Field(0.01, gt=0, description="initial learning rate (cosine-annealed to 0)")
+    lr: float = Field(0.01, gt=0, le=10, description="initial learning rate (cosine-annealed to 0)")
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
     batch_size: int = Field(128, ge=2, le=65536)
     optimizer: Literal["sgd", "adam"] = "sgd"
     grad_clip: float | None = Field(
-        None, gt=0, description="clip the global gradient norm (None: no clipping, as the paper)"
+        None,
+        gt=0,
+        le=1e6,
+        description="clip the global gradient norm (None: no clipping, as the paper)",
     )
 
 

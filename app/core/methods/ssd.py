@@ -24,21 +24,25 @@ class SSDConfig(MethodConfig):
     )
 
     alpha: float = Field(
-        10.0, gt=0, description="selection weighting: dampen where []_F > alpha * []_D"
+        10.0, gt=0, le=1e6, description="selection weighting: dampen where []_F > alpha * []_D"
     )
     lambda_: float = Field(
         1.0,
         gt=0,
+        le=1e6,
         alias="lambda",
         description="dampening constant: beta = min((lambda * []_D / []_F) ** exponent, 1)",
     )
-    exponent: float = Field(1.0, gt=0, description="exponent of the dampening factor")
+    exponent: float = Field(1.0, gt=0, le=100, description="exponent of the dampening factor")
     reference: Literal["full", "retain"] = Field(
         "full", description="data for []_D: the full training data (paper) or the retain data"
     )
     batch_size: int = Field(64, ge=1, le=65536, description="batch size of the importances")
     max_reference_samples: int | None = Field(
-        None, ge=1, description="estimate []_D on a seeded random subset of this size"
+        None,
+        ge=1,
+        le=100_000_000,
+        description="estimate []_D on a seeded random subset of this size",
     )
 
 

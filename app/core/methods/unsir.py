@@ -35,23 +35,26 @@ class UnsirConfig(MethodConfig):
     noise_batch_size: int = Field(128, ge=1, le=65536, description="noise samples per class")
     noise_epochs: int = Field(3, ge=1, le=1000)
     noise_steps: int = Field(4, ge=1, le=1000, description="Adam steps per noise epoch")
-    noise_lr: float = Field(0.1, gt=0)
+    noise_lr: float = Field(0.1, gt=0, le=10)
     noise_reg: float = Field(
-        0.1, ge=0, description="weight of the noise's mean squared l2 norm in its loss"
+        0.1, ge=0, le=100, description="weight of the noise's mean squared l2 norm in its loss"
     )
     noise_repeats: int = Field(
         4, ge=1, le=10000, description="copies of each noise batch in the impair data"
     )
     retain_per_class: int = Field(
-        200, ge=1, description="retain samples per retained class (clipped to what exists)"
+        200,
+        ge=1,
+        le=1_000_000,
+        description="retain samples per retained class (clipped to what exists)",
     )
     batch_size: int = Field(64, ge=2, le=65536)
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1, description="used by sgd only")
-    weight_decay: float = Field(0.0, ge=0)
-    impair_lr: float = Field(0.002, gt=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    impair_lr: float = Field(0.002, gt=0, le=10)
     impair_epochs: int = Field(1, ge=1, le=100)
-    repair_lr: float = Field(0.001, gt=0)
+    repair_lr: float = Field(0.001, gt=0, le=10)
     repair_epochs: int = Field(1, ge=1, le=100)
 
 
