@@ -1,0 +1,140 @@
+"""Forgetting files from one monolithic model (trained here or imported) with an approximate
+method, end to end in-process: the request, the new version, the honest report; ``auto`` stays
+exact; a method that cannot forget files is refused with the targets it supports."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from app.db.models import Sample
+from app.db.session import session_scope
+from tests.integration.test_class_forgetting import (
+    MONOLITHIC,
+    _checkpoints,
+    _import,
+    _problem,
+    _save,
+)
+from worker.constituents import CHECKPOINTS
+from worker.flows.common import store
+
+FAST = {
+    "scrub": {"epochs": 2, "max_steps": 1, "batch_size": 32, "forget_batch_size": 8},
+    "salun": {"epochs": 1, "batch_size": 32},
+    "pruning": {"epochs": 1, "batch_size": 32},
+    "dummy_labels": {"epochs": 1, "batch_size": 32},
+}
+
+
+def _train_files(dataset_id: int, count: int) -> list[str]:
+    with session_scope() as session:
+        paths = session.scalars(
+            select(Sample.rel_path)
+            .where(Sample.dataset_id == dataset_id, Sample.split == "train")
+            .order_by(Sample.sha256)
+        ).all()
+    return [str(p) for p in paths[:count]]
+
+
+def _assert_approximate_file_report(service: Any, request: dict[str, Any], n: int) -> None:
+    assert request["status"] == "completed", request
+    assert request["plan"]["exact"] is False
+    response = service.client.get(f"/v1/deletion-requests/{request['id']}/report")
+    assert response.status_code == 200, response.text
+    report = response.json()["report"]
+    assert report["request"]["target"]["n_samples"] == n
+    lineage = report["lineage"]
+    assert lineage["exact"] is False and lineage["status"] == "not_applicable"
+    for part in ("forget", "retain", "test"):
+        assert report["efficacy"][part]["after"] is not None, part
+    attacks = report["membership_inference"]["attacks"]
+    for attack in ("loss_threshold", "logistic_regression"):
+        assert 0.0 <= attacks[attack]["after"]["auc"] <= 1.0
+        assert attacks[attack]["after"]["n_members"] == n
+
+
+@pytest.mark.parametrize("method", ["scrub", "salun", "pruning", "dummy_labels"])
+def test_an_approximate_method_forgets_files_of_a_monolithic_model(
+    sqlite_service, tiny_dataset: Path, method: str
+) -> None:
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"], name="mono", **MONOLITHIC)
+    names = _train_files(dataset["id"], 10)
+    before = _checkpoints(model["id"], 1)[(0, 0)].key
+
+    request = service.forget(
+        {"model": "mono", "filenames": names, "method": method, "method_config": FAST[method]}
+    )
+
+    assert request["method"] == method and request["result_version"] == 2
+    after = _checkpoints(model["id"], 2)[(0, 0)]
+    assert after.key != before and not after.reused
+    forgetting = service.client.get(f"/v1/models/{model['id']}").json()["metrics"]["forgetting"]
+    assert forgetting["target"] == "files" and forgetting["exact"] is False
+    given = forgetting["method_metrics"]["0"]
+    read = method != "pruning"  # pruning is zero-glance
+    assert given["forget_samples"] == 10 and given["forget_samples_given"] == (10 if read else 0)
+    _assert_approximate_file_report(service, request, 10)
+    assert not any((tiny_dataset / name).exists() for name in names)
+
+
+def test_auto_stays_exact_and_unsupported_pairs_are_refused(
+    sqlite_service, tiny_dataset: Path
+) -> None:
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    service.train_model(dataset["id"], name="mono", **MONOLITHIC)
+    names = _train_files(dataset["id"], 3)
+
+    for body in ({"method": "unsir"}, {"method": "adversarial"}):
+        _problem(
+            service.client.post(
+                "/v1/deletion-requests", json={"model": "mono", "filenames": names, **body}
+            ),
+            422,
+            body["method"],
+            "cannot forget files",
+            "['classes']",
+        )
+    queued = service.submit({"model": "mono", "filenames": names})
+    assert queued["method"] == "sisa" and queued["plan"]["exact"] is True
+    explicit = service.submit({"model": "mono", "filenames": names[:1], "method": "auto"})
+    assert explicit["method"] == "sisa"
+
+
+def test_files_forgotten_from_an_imported_model(
+    sqlite_service, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    trained = service.train_model(dataset["id"], name="elsewhere", **MONOLITHIC)
+    blob = store().get(CHECKPOINTS, _checkpoints(trained["id"], 1)[(0, 0)].key)
+    state = torch.load(io.BytesIO(blob), weights_only=True)["model"]
+    path = _save(tmp_path / "weights.pt", {"state_dict": state})
+    model = _import(
+        service,
+        {
+            "name": "imported",
+            "dataset": dataset["id"],
+            "architecture": "small_cnn",
+            "class_names": dataset["classes"],
+            "state_dict_path": str(path),
+            "image_size": 16,
+            "seed": 3,
+        },
+    )
+    assert model["status"] == "ready", model
+    names = _train_files(dataset["id"], 6)
+
+    request = service.forget(
+        {"model": "imported", "filenames": names, "method": "scrub", "method_config": FAST["scrub"]}
+    )
+
+    _assert_approximate_file_report(service, request, 6)
