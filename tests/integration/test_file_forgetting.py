@@ -108,6 +108,11 @@ def test_auto_stays_exact_and_unsupported_pairs_are_refused(
     explicit = service.submit({"model": "mono", "filenames": names[:1], "method": "auto"})
     assert explicit["method"] == "sisa"
 
+    listed = service.client.get("/v1/methods").json()
+    assert "auto" in listed["choosing"]["files"] and "unsir" in listed["choosing"]["classes"]
+    for method in listed["methods"]:
+        assert isinstance(method["measured_file_forgetting"], list), method["name"]
+
 
 def test_files_forgotten_from_an_imported_model(
     sqlite_service, tiny_dataset: Path, tmp_path: Path
