@@ -124,6 +124,11 @@ class DeletionCreate(BaseModel):
     method: ShortName | None = "auto"
     method_config: dict[str, Any] | None = None
     external_id: str | None = Field(None, max_length=200)
+    options: dict[str, Any] | None = Field(
+        None,
+        description="request options; reference: 'retrain' also trains the exact retrain in "
+        "the same job and reports the gap to it (approximate methods, monolithic models)",
+    )
 
 
 class DeletionOut(BaseModel):

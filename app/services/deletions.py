@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
+from app.core.methods.reference import check_reference
 from app.db.models import (
     DeletionRequest,
     DeletionTarget,
@@ -200,6 +201,19 @@ def create_deletion_request(
             f"method_config is not valid for {method.name!r}",
             errors=json.loads(exc.json(include_url=False)),
         ) from None
+    options = dict(payload.get("options") or {})
+    unknown_options = sorted(set(options) - {"reference"})
+    if unknown_options:
+        raise InvalidInput(f"unknown request options {unknown_options[:10]}; known: ['reference']")
+    try:
+        reference = check_reference(
+            options.get("reference"),
+            exact=method.exact,
+            shards=model.recipe.shards,
+            slices=model.recipe.slices,
+        )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     if filenames is not None:
         samples = resolve_filenames(session, model.dataset_id, filenames)
         retired: list[str] = []
@@ -226,6 +240,7 @@ def create_deletion_request(
         status=RequestStatus.RECEIVED,
         plan={**plan.to_dict(), "samples": len(samples), "exact": method.exact},
         base_version_id=version.id,
+        options={"reference": reference.value},
     )
     session.add(request)
     session.flush()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from app.db.models import Sample
+from app.db.models import DeletionRequest, Sample
 from app.db.session import session_scope
 from tests.integration.test_class_forgetting import (
     MONOLITHIC,
@@ -21,6 +21,7 @@ from tests.integration.test_class_forgetting import (
     _problem,
     _save,
 )
+from worker.audit.reference import NO_REFERENCE_NOTE
 from worker.constituents import CHECKPOINTS
 from worker.flows.common import store
 
@@ -42,7 +43,9 @@ def _train_files(dataset_id: int, count: int) -> list[str]:
     return [str(p) for p in paths[:count]]
 
 
-def _assert_approximate_file_report(service: Any, request: dict[str, Any], n: int) -> None:
+def _assert_approximate_file_report(
+    service: Any, request: dict[str, Any], n: int
+) -> dict[str, Any]:
     assert request["status"] == "completed", request
     assert request["plan"]["exact"] is False
     response = service.client.get(f"/v1/deletion-requests/{request['id']}/report")
@@ -57,6 +60,7 @@ def _assert_approximate_file_report(service: Any, request: dict[str, Any], n: in
     for attack in ("loss_threshold", "logistic_regression"):
         assert 0.0 <= attacks[attack]["after"]["auc"] <= 1.0
         assert attacks[attack]["after"]["n_members"] == n
+    return report
 
 
 @pytest.mark.parametrize("method", ["scrub", "salun", "pruning", "dummy_labels"])
@@ -81,7 +85,8 @@ def test_an_approximate_method_forgets_files_of_a_monolithic_model(
     given = forgetting["method_metrics"]["0"]
     read = method != "pruning"  # pruning is zero-glance
     assert given["forget_samples"] == 10 and given["forget_samples_given"] == (10 if read else 0)
-    _assert_approximate_file_report(service, request, 10)
+    report = _assert_approximate_file_report(service, request, 10)
+    assert NO_REFERENCE_NOTE in report["notes"] and "reference_retrain" not in report["efficacy"]
     assert not any((tiny_dataset / name).exists() for name in names)
 
 
@@ -143,3 +148,62 @@ def test_files_forgotten_from_an_imported_model(
     )
 
     _assert_approximate_file_report(service, request, 6)
+
+
+def test_a_reference_retrain_reports_the_gap_to_it(sqlite_service, tiny_dataset: Path) -> None:
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    service.train_model(dataset["id"], name="mono", **MONOLITHIC)
+    names = _train_files(dataset["id"], 10)
+
+    request = service.forget(
+        {
+            "model": "mono",
+            "filenames": names,
+            "method": "salun",
+            "method_config": FAST["salun"],
+            "options": {"reference": "retrain"},
+        }
+    )
+
+    report = _assert_approximate_file_report(service, request, 10)
+    assert NO_REFERENCE_NOTE not in report["notes"]
+    gap = report["efficacy"]["reference_retrain"]
+    assert gap["kind"] == "retrain" and gap["retrain_seconds"] > 0
+    assert gap["method_seconds"] > 0 and gap["speedup_over_retrain"] > 0
+    for name, metric in gap["metrics"].items():
+        assert metric["retrain"] is not None, name
+        assert metric["gap_points"] == pytest.approx(
+            100 * abs(metric["after"] - metric["retrain"]), abs=1e-3
+        )
+    averaged = [gap["metrics"][k]["gap_points"] for k in gap["average_over"]]
+    assert gap["average_gap_points"] == pytest.approx(sum(averaged) / 4, abs=1e-3)
+    assert report["efficacy"]["forget"]["retrain"] is not None
+    attacks = report["membership_inference"]["attacks"]
+    assert attacks["loss_threshold"]["retrain"]["n_members"] == 10
+    verdicts = " ".join(v["text"] for v in report["membership_inference"]["verdicts"])
+    assert "retrained without the data gives" in verdicts
+
+
+def test_reference_refusals(sqlite_service, tiny_dataset: Path) -> None:
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    service.train_model(dataset["id"], name="mono", **MONOLITHIC)
+    service.train_model(dataset["id"], name="sharded")
+    names = _train_files(dataset["id"], 2)
+    cases = [
+        ("mono", "sisa", {"reference": "retrain"}, "exact already"),
+        ("sharded", "scrub", {"reference": "retrain"}, "monolithic"),
+        ("mono", "scrub", {"reference": "nearest"}, "options.reference"),
+        ("mono", "scrub", {"colour": "blue"}, "unknown request options"),
+    ]
+    for model, method, options, needle in cases:
+        body = {"model": model, "filenames": names, "method": method, "options": options}
+        _problem(service.client.post("/v1/deletion-requests", json=body), 422, needle)
+    done = service.submit(
+        {"model": "mono", "filenames": names, "method": "scrub", "options": {"reference": "none"}}
+    )
+    assert done["status"] in ("received", "queued")
+    with session_scope() as session:
+        stored = session.get(DeletionRequest, done["id"])
+        assert stored is not None and stored.options == {"reference": "none"}
