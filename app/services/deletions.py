@@ -14,7 +14,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
-from app.core.methods.reference import check_reference
+from app.core.methods.base import MethodSpec
+from app.core.methods.reference import request_options
 from app.db.models import (
     DeletionRequest,
     DeletionTarget,
@@ -152,6 +153,23 @@ def _class_targets(
     return list(class_names), list(samples)
 
 
+def _choose_method(name: str, target: Target, default_class_method: str) -> MethodSpec:
+    """The request's method; ``auto`` stays exact for files (sisa: on a monolithic or imported
+    model, a full retrain) and approximate methods are only ever chosen explicitly."""
+    if name == "auto":
+        name = "sisa" if target == Target.FILES else default_class_method
+    try:
+        method = get_method(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if target not in method.targets:
+        raise InvalidInput(
+            f"method {method.name!r} cannot forget {target.value}; it supports "
+            f"{sorted(t.value for t in method.targets)}"
+        )
+    return method
+
+
 def create_deletion_request(
     session: Session,
     *,
@@ -182,18 +200,7 @@ def create_deletion_request(
     if (filenames is None) == (class_names is None):
         raise InvalidInput("give either filenames or class_name/class_names, not both or neither")
     target = Target.FILES if filenames is not None else Target.CLASSES
-    method_name = payload.get("method") or "auto"
-    if method_name == "auto":
-        method_name = "sisa" if target == Target.FILES else default_class_method
-    try:
-        method = get_method(method_name)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    if target not in method.targets:
-        raise InvalidInput(
-            f"method {method.name!r} cannot forget {target.value}; it supports "
-            f"{sorted(t.value for t in method.targets)}"
-        )
+    method = _choose_method(payload.get("method") or "auto", target, default_class_method)
     try:
         config = validate_config(method.name, payload.get("method_config"))
     except ValidationError as exc:
@@ -201,13 +208,9 @@ def create_deletion_request(
             f"method_config is not valid for {method.name!r}",
             errors=json.loads(exc.json(include_url=False)),
         ) from None
-    options = dict(payload.get("options") or {})
-    unknown_options = sorted(set(options) - {"reference"})
-    if unknown_options:
-        raise InvalidInput(f"unknown request options {unknown_options[:10]}; known: ['reference']")
     try:
-        reference = check_reference(
-            options.get("reference"),
+        options = request_options(
+            payload.get("options"),
             exact=method.exact,
             shards=model.recipe.shards,
             slices=model.recipe.slices,
@@ -240,7 +243,7 @@ def create_deletion_request(
         status=RequestStatus.RECEIVED,
         plan={**plan.to_dict(), "samples": len(samples), "exact": method.exact},
         base_version_id=version.id,
-        options={"reference": reference.value},
+        options=options,
     )
     session.add(request)
     session.flush()

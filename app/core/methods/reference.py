@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Reference", "check_reference", "requested_reference"]
+__all__ = ["Reference", "check_reference", "request_options", "requested_reference"]
 
 
 class Reference(StrEnum):
@@ -50,3 +50,15 @@ def check_reference(value: object, *, exact: bool, shards: int, slices: int) -> 
                 "options.reference 'retrain' needs a monolithic model (shards=1, slices=1)"
             )
     return reference
+
+
+def request_options(
+    raw: Mapping[str, Any] | None, *, exact: bool, shards: int, slices: int
+) -> dict[str, Any]:
+    """A request's ``options`` as stored; ``ValueError`` naming the bad field."""
+    options = dict(raw or {})
+    unknown = sorted(set(options) - {"reference"})
+    if unknown:
+        raise ValueError(f"unknown request options {unknown[:10]}; known: ['reference']")
+    reference = check_reference(options.get("reference"), exact=exact, shards=shards, slices=slices)
+    return {"reference": reference.value}
