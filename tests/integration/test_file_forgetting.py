@@ -12,6 +12,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from app.audit.schema import ReportBody
 from app.db.models import DeletionRequest, Sample
 from app.db.session import session_scope
 from tests.integration.test_class_forgetting import (
@@ -51,6 +52,7 @@ def _assert_approximate_file_report(
     response = service.client.get(f"/v1/deletion-requests/{request['id']}/report")
     assert response.status_code == 200, response.text
     report = response.json()["report"]
+    ReportBody.model_validate(report)  # the published schema holds the new sections
     assert report["request"]["target"]["n_samples"] == n
     lineage = report["lineage"]
     assert lineage["exact"] is False and lineage["status"] == "not_applicable"
