@@ -188,6 +188,7 @@ def test_registry_lists_the_built_in_methods():
     names = [s.name for s in all_methods()]
     assert names == sorted(names)
     expected = {"finetune", "random_label", "neggrad_plus", "l1_sparse", "ssd", "unsir"}
+    expected |= {"pruning", "dummy_labels", "scrub", "salun"}
     assert expected | {"adversarial", "sisa", "retrain"} <= set(names)
     for spec in all_methods():
         assert spec.summary and spec.targets
