@@ -51,6 +51,7 @@ SMALL_CONFIGS: dict[str, dict] = {
         "batch_size": 32,
     },
     "adversarial": {"epochs": 2, "batch_size": 32, "disc_hidden": 16, "eval_max_samples": 64},
+    "kodge": {"samples": 60, "max_patches": 2000},
 }
 
 MODEL_METHODS = [s.name for s in all_methods() if s.runner is Runner.MODEL]
@@ -381,6 +382,32 @@ def test_unsir_forgets_the_class_and_keeps_the_others():
     acc = per_class_accuracy(model, test_x, test_y)
     assert acc[forget] <= 0.05, acc
     assert min(a for c, a in enumerate(acc) if c != forget) >= 0.9, acc
+
+
+def test_kodge_forgets_the_class_and_keeps_the_others():
+    torch.set_num_threads(2)
+    k, forget = 4, 2
+    x, y = make_toy(300, k, seed=0)
+    test_x, test_y = make_toy(100, k, seed=1)
+    model = pretrain(tiny_cnn(k), x, y, epochs=3)
+    assert min(per_class_accuracy(model, test_x, test_y)) > 0.95
+    keep = y != forget
+    run = get_method("kodge").run
+    assert run is not None
+    before = copy.deepcopy(model.state_dict())
+    result = run(
+        UnlearningInputs(model, x[~keep], y[~keep], x[keep], y[keep], k, [forget], CPU, 0),
+        validate_config("kodge", {}),  # the official CIFAR-10 defaults
+    )
+    acc = per_class_accuracy(model, test_x, test_y)
+    assert acc[forget] <= 0.05, acc
+    assert min(a for c, a in enumerate(acc) if c != forget) >= 0.9, acc
+    # gradient-free: only conv/linear weights move, never a bias or a BatchNorm statistic
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed == {"0.weight", "4.weight", "8.weight"}, changed
+    assert result.details["projected_layers"] == ["0", "4", "8"]
+    assert result.details["retain_samples"] == 900
 
 
 def test_adversarial_details(toy):

@@ -5,6 +5,7 @@ from app.core.methods import (  # noqa: F401  (imported to register)
     adversarial,
     exact,
     finetune,
+    kodge,
     l1_sparse,
     neggrad_plus,
     random_label,

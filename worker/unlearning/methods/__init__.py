@@ -4,6 +4,7 @@ module imports torch inside its run function only). Specs live in ``app.core.met
 from worker.unlearning.methods import (  # noqa: F401  (imported to register)
     adversarial,
     finetune,
+    kodge,
     l1_sparse,
     neggrad_plus,
     random_label,
