@@ -469,3 +469,23 @@ def test_relearn_epochs(toy):
     assert relearn_epochs(base, fx, shifted, target_accuracy=1.01, **kwargs) is None
     after = base.state_dict()
     assert all(torch.equal(snapshot[k], after[k]) for k in snapshot)
+
+
+def test_escalation_plans_are_valid_configurations():
+    assert get_spec("unsir").escalation[0] == {"impair_epochs": 2, "repair_epochs": 2}
+    assert get_spec("kodge").escalation
+    for spec in all_methods():
+        for step in spec.escalation:
+            spec.config_model.model_validate(step)
+    bad = (({"no_such_field": 1},),)
+    with pytest.raises(pydantic.ValidationError):
+        MethodSpec(
+            "x",
+            "x",
+            None,
+            frozenset({Target.CLASSES}),
+            Runner.MODEL,
+            False,
+            get_spec("unsir").config_model,
+            escalation=bad[0],
+        )

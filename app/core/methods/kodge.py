@@ -58,5 +58,7 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=KodgeConfig,
+        # a stronger removal of the forget sample's directions
+        escalation=({"alpha_f": 10.0}, {"alpha_f": 30.0}),
     )
 )
