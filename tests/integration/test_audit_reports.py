@@ -508,7 +508,8 @@ def test_attack_auc_on_an_overfit_model_is_clearly_above_chance(sqlite_service, 
     attacks = report["membership_inference"]["attacks"]
     before = attacks["loss_threshold"]["before"]
     after = attacks["loss_threshold"]["after"]
-    assert before["n_members"] == 30 and before["n_nonmembers"] == 30
+    # non-members: the 30 test cats less the 6 of the validation split
+    assert before["n_members"] == 30 and before["n_nonmembers"] == 24
     assert before["auc"] > 0.7, before
     assert before["auc_ci"][0] > 0.55, before
     assert attacks["logistic_regression"]["before"]["auc"] > 0.65
