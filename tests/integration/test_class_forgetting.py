@@ -43,6 +43,8 @@ FAST = {
     "finetune": {"epochs": 1, "batch_size": 32},
 }
 MONOLITHIC = {"shards": 1, "slices": 1, "epochs_per_slice": 8}
+# Targets no version misses, for tests about a method's plumbing rather than its guarantee.
+LAX = {"max_forget_accuracy": 1.0, "max_retain_drop": 100}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,7 +177,8 @@ def test_unsir_on_a_sisa_model_forgets_the_class_on_every_constituent(
     assert forgetting["method"] == "unsir" and forgetting["exact"] is False
     assert forgetting["forget_classes"] == ["elephant"]
     assert forgetting["forget"]["after"] < forgetting["forget"]["before"]
-    assert forgetting["forget"]["n"] == 16 and forgetting["retain"]["n"] == 32
+    # 16 test images per class, less the validation split (3 elephants, 7 others)
+    assert forgetting["forget"]["n"] == 13 and forgetting["retain"]["n"] == 25
     assert set(forgetting["per_class"]) == {"bear", "elephant", "zebra"}
     assert forgetting["forget_prediction_distribution"]["after"]["elephant"] < 0.5
     assert forgetting["now_predicted_as"]["elephant"] in {"bear", "zebra"}
@@ -229,6 +232,8 @@ def test_forget_reading_methods_end_to_end(sqlite_service, tiny_dataset: Path, m
             "class_names": ["zebra"],
             "method": method,
             "method_config": FAST[method],
+            # the method's plumbing, not its targets (tests/integration/test_verify_escalate.py)
+            "options": LAX,
         }
     )
 
@@ -260,7 +265,7 @@ def test_two_classes_at_once(sqlite_service, tiny_dataset: Path) -> None:
     shown = service.client.get(f"/v1/models/{model['id']}").json()
     assert shown["retired_classes"] == ["elephant", "zebra"]
     forgetting = shown["metrics"]["forgetting"]
-    assert forgetting["forget"]["n"] == 32 and forgetting["retain"]["n"] == 16
+    assert forgetting["forget"]["n"] == 23 and forgetting["retain"]["n"] == 15  # less validation
     assert set(forgetting["forget_prediction_distribution_per_class"]) == {"elephant", "zebra"}
 
 
@@ -541,7 +546,7 @@ def test_import_refusals(sqlite_service, tiny_dataset: Path, tmp_path: Path) -> 
     # A torchvision ResNet-18 (its stem adapted to small inputs) imports and evaluates.
     imported = _import(service, body)
     assert imported["status"] == "ready", imported
-    assert imported["metrics"]["test"]["count"] == 48
+    assert imported["metrics"]["test"]["count"] == 48 - 10  # less the validation split
     _problem(client.post("/v1/models/import", json=body), 409, "already exists")
 
 
@@ -595,7 +600,7 @@ def test_unsir_forgets_elephant_and_keeps_the_other_animals(sqlite_service, tmp_
 
     assert request["status"] == "completed", request
     forgetting = _forgetting(service, model["id"])
-    assert forgetting["forget"]["n"] == 200
+    assert forgetting["forget"]["n"] == 162  # 200 less the 38 of the validation split
     assert forgetting["forget"]["after"] <= 0.05, forgetting["forget"]
     tolerance = 1e-6  # accuracies are stored as float32 fractions of 200
     for name, accuracy in forgetting["per_class"].items():

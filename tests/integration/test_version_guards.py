@@ -1,6 +1,7 @@
 """Guard rails on a new version, in-process on real PostgreSQL and Redis: a version with
-non-finite weights, or one whose retained-class accuracy fell more than the request's
-``max_retain_drop`` below its parent's, is never made current and nothing is erased."""
+non-finite weights, or (file requests) one whose retained-class accuracy fell more than the
+request's ``max_retain_drop`` below its parent's, is never made current and nothing is
+erased."""
 
 from __future__ import annotations
 
@@ -90,23 +91,26 @@ def test_a_version_that_loses_retained_accuracy_is_refused_with_its_figures(
     postgres_service, tiny_dataset: Path
 ) -> None:
     """A learning rate that wrecks the model (finite weights, retained classes near chance):
-    refused under the default 10-point allowance; accepted when the request allows it."""
+    a file request is refused under the default 10-point allowance on the test split, and
+    accepted when the request allows it. (Class requests are held to their targets on the
+    validation split instead: tests/integration/test_verify_escalate.py.)"""
     service = postgres_service
     dataset = service.register_dataset(tiny_dataset)
     model = service.train_model(dataset["id"], name="mono", **MONOLITHIC)
     wrecking = {**FINETUNE, "lr": 1.0}
+    victim = sorted((tiny_dataset / "train" / "elephant").iterdir())[0].name
 
     refused = service.forget(
         {
             "model": model["id"],
-            "class_name": "elephant",
+            "filenames": [victim],
             "method": "finetune",
             "method_config": wrecking,
         }
     )
 
     assert refused["status"] == "failed", refused
-    assert refused["options"]["max_retain_drop"] == 10.0
+    assert refused["options"]["max_retain_drop"] is None  # unset: 10 points for files
     reason = refused["status_reason"]
     assert "test accuracy on the retained classes fell" in reason, reason
     assert "(version 1)" in reason and "more than max_retain_drop 10" in reason
@@ -118,7 +122,7 @@ def test_a_version_that_loses_retained_accuracy_is_refused_with_its_figures(
     accepted = service.forget(
         {
             "model": model["id"],
-            "class_name": "elephant",
+            "filenames": [victim],
             "method": "finetune",
             "method_config": wrecking,
             "options": {"max_retain_drop": 100},
@@ -127,7 +131,7 @@ def test_a_version_that_loses_retained_accuracy_is_refused_with_its_figures(
     assert accepted["status"] == "completed", accepted
     assert accepted["options"]["max_retain_drop"] == 100.0
     assert _model(service, model["id"])["current_version"] == 3
-    assert _active_elephants(dataset["id"]) == 0
+    assert _active_elephants(dataset["id"]) < 48 + 16
 
 
 def test_request_options_are_typed_bounded_and_shown(postgres_service, tiny_dataset: Path) -> None:
@@ -140,6 +144,8 @@ def test_request_options_are_typed_bounded_and_shown(postgres_service, tiny_data
         ({"max_retain_drop": -1}, "max_retain_drop"),
         ({"max_retain_drop": "lots"}, "max_retain_drop"),
         ({"no_such_option": 1}, "no_such_option"),
+        ({"max_forget_accuracy": 2}, "max_forget_accuracy"),
+        ({"escalate": "maybe"}, "escalate"),
     ):
         response = service.client.post(
             "/v1/deletion-requests",

@@ -55,6 +55,7 @@ SMALL_CONFIGS: dict[str, dict] = {
     "dummy_labels": {"epochs": 1, "batch_size": 32},
     "scrub": {"epochs": 2, "max_steps": 1, "batch_size": 32, "forget_batch_size": 16},
     "salun": {"epochs": 1, "batch_size": 32, "mask_ratio": 0.5},
+    "kodge": {"samples": 60, "max_patches": 2000},
 }
 
 MODEL_METHODS = [s.name for s in all_methods() if s.runner is Runner.MODEL]
@@ -413,6 +414,32 @@ def test_unsir_forgets_the_class_and_keeps_the_others():
     assert min(a for c, a in enumerate(acc) if c != forget) >= 0.9, acc
 
 
+def test_kodge_forgets_the_class_and_keeps_the_others():
+    torch.set_num_threads(2)
+    k, forget = 4, 2
+    x, y = make_toy(300, k, seed=0)
+    test_x, test_y = make_toy(100, k, seed=1)
+    model = pretrain(tiny_cnn(k), x, y, epochs=3)
+    assert min(per_class_accuracy(model, test_x, test_y)) > 0.95
+    keep = y != forget
+    run = get_method("kodge").run
+    assert run is not None
+    before = copy.deepcopy(model.state_dict())
+    result = run(
+        UnlearningInputs(model, x[~keep], y[~keep], x[keep], y[keep], k, [forget], CPU, 0),
+        validate_config("kodge", {}),  # the official CIFAR-10 defaults
+    )
+    acc = per_class_accuracy(model, test_x, test_y)
+    assert acc[forget] <= 0.05, acc
+    assert min(a for c, a in enumerate(acc) if c != forget) >= 0.9, acc
+    # gradient-free: only conv/linear weights move, never a bias or a BatchNorm statistic
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed == {"0.weight", "4.weight", "8.weight"}, changed
+    assert result.details["projected_layers"] == ["0", "4", "8"]
+    assert result.details["retain_samples"] == 900
+
+
 def test_adversarial_details(toy):
     base, fx, fy, rx, ry = toy
     model = copy.deepcopy(base)
@@ -472,3 +499,23 @@ def test_relearn_epochs(toy):
     assert relearn_epochs(base, fx, shifted, target_accuracy=1.01, **kwargs) is None
     after = base.state_dict()
     assert all(torch.equal(snapshot[k], after[k]) for k in snapshot)
+
+
+def test_escalation_plans_are_valid_configurations():
+    assert get_spec("unsir").escalation[0] == {"impair_epochs": 2, "repair_epochs": 2}
+    assert get_spec("kodge").escalation
+    for spec in all_methods():
+        for step in spec.escalation:
+            spec.config_model.model_validate(step)
+    bad = (({"no_such_field": 1},),)
+    with pytest.raises(pydantic.ValidationError):
+        MethodSpec(
+            "x",
+            "x",
+            None,
+            frozenset({Target.CLASSES}),
+            Runner.MODEL,
+            False,
+            get_spec("unsir").config_model,
+            escalation=bad[0],
+        )

@@ -154,6 +154,8 @@ def method_section(ctx: AuditContext) -> dict[str, Any]:
         "description": spec.summary,
         "parameters": dict(ctx.request.method_config or {}),
         "paper": spec.paper,
+        # every attempt of a class request (verify, then escalate), with its validation figures
+        "attempts": list(ctx.request.plan.get("attempts") or []),
     }
 
 

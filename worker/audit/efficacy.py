@@ -10,7 +10,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import ModelVersion, Sample, SampleState
+from app.db.models import ModelVersion, Sample
+from app.repositories.samples import active_test_ids
 from worker.audit.builder import prediction_distribution
 from worker.audit.context import AuditContext
 from worker.audit.evalsets import EvalSets, Stage, accuracy
@@ -26,14 +27,13 @@ def _metric(version: ModelVersion, *path: str) -> Any:
 
 
 def _test_class_counts(session: Session, ctx: AuditContext) -> dict[int, int]:
+    """Test images per class, as the versions' reported test figures count them (the
+    validation split left out)."""
+    ids = active_test_ids(session, ctx.model.dataset_id)
     return dict(
         session.execute(  # type: ignore[arg-type]
             select(Sample.class_index, func.count())
-            .where(
-                Sample.dataset_id == ctx.model.dataset_id,
-                Sample.split == "test",
-                Sample.state == SampleState.ACTIVE,
-            )
+            .where(Sample.id.in_(ids))
             .group_by(Sample.class_index)
         ).all()
     )

@@ -32,6 +32,7 @@ from worker.erasure import check_files, forget_samples, pending_samples, unlink_
 from worker.flows.common import log, now, store, touch_model
 from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
+from worker.flows.verify import escalate_batch, refusal_reason, verify_batch
 from worker.samples import purge_dataset_cache
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
@@ -278,9 +279,15 @@ def refuse_batch(version: ModelVersion, requests: list[DeletionRequest], reason:
 
 
 def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
-    """After the new version is built: check its proof and guard rails, audit each request,
-    then make it current and erase the data together, and release the model."""
+    """After the new version is built: verify a class batch against its targets (a miss
+    escalates or fails it), check its proof and guard rails, audit each request, then make it
+    current and erase the data together, and release the model."""
     requests = _begin_verifying(version)
+    verdict = verify_batch(version, requests)
+    if verdict is not None and not verdict.met:
+        if not escalate_batch(version, requests, verdict):
+            refuse_batch(version, requests, refusal_reason(verdict))
+        return
     refusal = _judge(version, requests)
     if refusal is not None:
         refuse_batch(version, requests, refusal)

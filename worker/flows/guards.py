@@ -3,9 +3,10 @@
 * Non-finite weights (every version, checked by the finalizer before evaluation): a constituent
   holding NaN or an infinity answers nothing sensible, so it never serves.
 * Lineage (exact methods, :mod:`worker.flows.proof`): checked by the completion flow.
-* Retained accuracy (approximate methods): the new version's test accuracy on the classes it
-  keeps may fall at most ``max_retain_drop`` percentage points (a request option, default 10)
-  below its parent's on the same classes. Exact methods (sisa, retrain) are not held to it:
+* Retained accuracy (approximate methods, file requests): the new version's test accuracy on
+  the classes it keeps may fall at most ``max_retain_drop`` percentage points (a request
+  option, default 10 for files) below its parent's on the same classes. Class requests are
+  held to their targets on the validation split instead (:mod:`worker.flows.verify`). Exact methods (sisa, retrain) are not held to it:
   they are proven by their lineage, a retrain of a small model can honestly move accuracy by
   more, and refusing one would leave the data in the served model.
 """
@@ -74,9 +75,9 @@ def retain_drop_refusal(
     model: Model,
     version: ModelVersion,
     parent: ModelVersion,
-    options: RequestOptions,
+    max_drop: float,
 ) -> str | None:
-    """None when the retained classes' accuracy fell by at most ``max_retain_drop`` points."""
+    """None when the retained classes' accuracy fell by at most ``max_drop`` points."""
     per_class = dataset_counts(session, model.dataset)["test"]["per_class"]
     retired = set(version.retired_classes)
     counts = {c: int(n) for c, n in per_class.items() if c not in retired}
@@ -85,12 +86,12 @@ def retain_drop_refusal(
     if after is None or before is None:
         return None
     drop = 100.0 * (before - after)
-    if drop <= options.max_retain_drop:
+    if drop <= max_drop:
         return None
     return (
         f"version {version.number} was not made current: its test accuracy on the retained "
         f"classes fell {drop:.1f} points, from {100 * before:.1f}% (version {parent.number}) to "
-        f"{100 * after:.1f}%, more than max_retain_drop {options.max_retain_drop:g}"
+        f"{100 * after:.1f}%, more than max_retain_drop {max_drop:g}"
     )
 
 
@@ -99,8 +100,8 @@ def judge_new_version(
 ) -> str | None:
     """Why the batch's new version may not be made current, or None when it may.
 
-    Exact methods must hold their lineage proof; approximate ones must keep the retained
-    classes' accuracy within the strictest ``max_retain_drop`` of the batch's requests. (Its
+    Exact methods must hold their lineage proof; approximate file batches must keep the
+    retained classes' accuracy within the strictest ``max_retain_drop`` of their requests. (Its
     weights were found finite before it was evaluated.)"""
     model = session.get(Model, version.model_id)
     assert model is not None
@@ -110,9 +111,11 @@ def judge_new_version(
         return None
     parent = session.get(ModelVersion, version.parent_id)
     assert parent is not None
+    if requests and all(r.target_kind == "classes" for r in requests):
+        # Verified on the validation split (worker.flows.verify): the test split only reports.
+        return None
     strictest = min(
-        (parse_options(r.options) for r in requests),
-        key=lambda o: o.max_retain_drop,
-        default=RequestOptions(),
+        (parse_options(r.options).retain_drop_for(r.target_kind) for r in requests),
+        default=RequestOptions().retain_drop_for("files"),
     )
     return retain_drop_refusal(session, model, version, parent, strictest)

@@ -58,6 +58,10 @@ class Method:
         return self.spec.exact
 
     @property
+    def escalation(self) -> tuple[dict[str, Any], ...]:
+        return self.spec.escalation
+
+    @property
     def config_model(self) -> type[BaseModel]:
         return self.spec.config_model
 

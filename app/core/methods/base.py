@@ -58,6 +58,9 @@ class MethodSpec:
     """Pydantic model; every field defaulted, ``extra="forbid"``."""
     reads_forget_images: bool = True
     """``False`` for zero-glance methods (``unsir``): callers may pass empty forget tensors."""
+    escalation: tuple[dict[str, Any], ...] = ()
+    """Configuration overrides tried in order, each on top of the request's configuration, when
+    a class request misses its targets; an exact retrain comes after the last one."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower() or " " in self.name:
@@ -73,6 +76,9 @@ class MethodSpec:
         required = [n for n, f in self.config_model.model_fields.items() if f.is_required()]
         if required:
             raise ValueError(f"method {self.name!r}: config fields without default: {required}")
+        object.__setattr__(self, "escalation", tuple(dict(step) for step in self.escalation))
+        for step in self.escalation:
+            self.config_model.model_validate(step)  # a bad plan fails at import, not mid-request
 
     def default_config(self) -> BaseModel:
         return self.config_model()
@@ -86,5 +92,6 @@ class MethodSpec:
             "targets": sorted(t.value for t in self.targets),
             "exact": self.exact,
             "reads_forget_images": self.reads_forget_images,
+            "escalation": [dict(step) for step in self.escalation],
             "config_schema": self.config_model.model_json_schema(),
         }

@@ -6,6 +6,7 @@ from app.core.methods import (  # noqa: F401  (imported to register)
     dummy_labels,
     exact,
     finetune,
+    kodge,
     l1_sparse,
     neggrad_plus,
     pruning,

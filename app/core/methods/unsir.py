@@ -73,5 +73,10 @@ SPEC = register(
         exact=False,
         config_model=UnsirConfig,
         reads_forget_images=False,
+        # more impair/repair rounds, on a larger noise batch
+        escalation=(
+            {"impair_epochs": 2, "repair_epochs": 2},
+            {"impair_epochs": 3, "repair_epochs": 3, "noise_repeats": 8},
+        ),
     )
 )

@@ -5,6 +5,7 @@ from worker.unlearning.methods import (  # noqa: F401  (imported to register)
     adversarial,
     dummy_labels,
     finetune,
+    kodge,
     l1_sparse,
     neggrad_plus,
     pruning,

@@ -1,0 +1,47 @@
+"""The order in which a class request escalates: its method's declared overrides, each on top
+of the configuration it asked for, then an exact retrain, then nothing."""
+
+from __future__ import annotations
+
+from app.db.models import DeletionRequest
+from worker.flows.verify import _next_step
+
+
+def _advance(request: DeletionRequest) -> tuple[str, dict, int] | None:
+    step = _next_step(request)
+    if step is not None:
+        method, config, index = step
+        request.plan = {
+            **request.plan,
+            "requested": request.plan.get("requested")
+            or {"method": request.method, "method_config": dict(request.method_config)},
+            "escalation_step": index,
+        }
+        request.method, request.method_config = method, config
+    return step
+
+
+def test_unsir_escalates_through_its_plan_then_retrain() -> None:
+    request = DeletionRequest(
+        method="unsir", method_config={"impair_lr": 0.004}, plan={}, options={}
+    )
+    first = _advance(request)
+    assert first is not None and first[0] == "unsir" and first[2] == 1
+    assert first[1]["impair_epochs"] == 2 and first[1]["repair_epochs"] == 2
+    assert first[1]["impair_lr"] == 0.004  # the request's own configuration is kept
+    second = _advance(request)
+    assert second is not None and second[1]["impair_epochs"] == 3
+    assert second[1]["noise_repeats"] == 8 and second[1]["impair_lr"] == 0.004
+    third = _advance(request)
+    assert third is not None and third[0] == "retrain"
+    assert _advance(request) is None  # nothing after an exact retrain
+
+
+def test_no_plan_goes_straight_to_retrain_and_escalate_false_stops() -> None:
+    request = DeletionRequest(method="finetune", method_config={}, plan={}, options={})
+    step = _next_step(request)
+    assert step is not None and step[0] == "retrain"
+    stopped = DeletionRequest(
+        method="unsir", method_config={}, plan={}, options={"escalate": False}
+    )
+    assert _next_step(stopped) is None
