@@ -76,11 +76,9 @@ def test_a_missed_target_escalates_to_retrain_and_completes(
 
     assert request["status"] == "completed", request
     assert request["method"] == "retrain" and request["result_version"] == 3
-    assert request["options"] == {
-        "max_retain_drop": None,
-        "max_forget_accuracy": 0.05,
-        "escalate": True,
-    }
+    options = request["options"]
+    assert options["max_retain_drop"] is None
+    assert options["max_forget_accuracy"] == 0.05 and options["escalate"] is True
     first, second = request["plan"]["attempts"]
     assert (first["version"], first["method"], first["exact"]) == (2, "finetune", False)
     assert first["config"]["lr"] == 1.0
