@@ -10,12 +10,14 @@ from typing import Annotated
 
 import typer
 
+from app.client_cli import requests_cli
 from app.db.models import Role
 from app.settings import SettingsError, get_settings
 
 cli = typer.Typer(add_completion=False, help="forgetd: machine unlearning as a service.")
 keys_cli = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(requests_cli, name="requests")
 
 
 def _settings_or_exit():  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.client import TERMINAL, ForgetdClient
 from app.db.migrate import PROJECT_ROOT
 from app.embedded import Deployment, deployment
 
@@ -154,12 +155,13 @@ def _scenario(deployed: Deployment, client: httpx.Client, root: Path) -> int:
     elephants = sorted((root / "train" / "elephant").iterdir())[:3]
     names = [f"elephant/{p.name}" for p in elephants]
     console.print(f"asking to forget {len(names)} elephant images: {names}")
-    response = client.post(
-        "/v1/deletion-requests",
-        json={"model": model["id"], "filenames": names, "external_id": "demo-subject-1"},
-        headers={"Idempotency-Key": "demo-subject-1"},
+    api = ForgetdClient(deployed.base_url, deployed.api_key)
+    request = api.submit(
+        str(model["id"]),
+        files=names,
+        external_id="demo-subject-1",
+        idempotency_key="demo-subject-1",
     )
-    request = _check(response)
     plan = request["plan"]
     console.print(
         "plan: retrain shards "
@@ -170,13 +172,7 @@ def _scenario(deployed: Deployment, client: httpx.Client, root: Path) -> int:
         f"{plan['predicted_speedup']:.1f}x"
     )
     started = time.monotonic()
-    request = _poll(
-        deployed,
-        client,
-        f"/v1/deletion-requests/{request['id']}",
-        {"completed", "failed", "rejected", "cancelled"},
-        "forgetting",
-    )
+    request = _follow(deployed, api, request["id"])
     took = time.monotonic() - started
     if request["status"] != "completed":
         console.print(f"[red]deletion {request['status']}: {request['status_reason']}[/red]")
@@ -192,8 +188,7 @@ def _scenario(deployed: Deployment, client: httpx.Client, root: Path) -> int:
     console.print(_accuracy_table("test accuracy per class", before["test"], after["test"]))
     gone = [name for name, p in zip(names, elephants, strict=True) if not p.exists()]
     console.print(f"files erased from storage: {len(gone)}/{len(names)}")
-    if request.get("report_url"):
-        console.print(f"audit report: {deployed.base_url}{request['report_url']}")
+    _save_report(deployed, api, request)
     if _forget_class(deployed, client, model["id"], "elephant") != 0:
         return 1
     console.print(f"demo finished in {time.monotonic() - began:.0f} s")
@@ -203,20 +198,10 @@ def _scenario(deployed: Deployment, client: httpx.Client, root: Path) -> int:
 def _forget_class(deployed: Deployment, client: httpx.Client, model_id: int, name: str) -> int:
     """Forget a whole class with UNSIR and show where its images are now predicted."""
     console.rule(f"forgetting the class {name!r} with unsir")
-    created = _check(
-        client.post(
-            "/v1/deletion-requests",
-            json={"model": model_id, "class_name": name, "method": "unsir"},
-        )
-    )
+    api = ForgetdClient(deployed.base_url, deployed.api_key)
+    created = api.submit(str(model_id), classes=[name], method="unsir")
     started = time.monotonic()
-    request = _poll(
-        deployed,
-        client,
-        f"/v1/deletion-requests/{created['id']}",
-        {"completed", "failed", "rejected", "cancelled"},
-        "forgetting",
-    )
+    request = _follow(deployed, api, created["id"])
     if request["status"] != "completed":
         console.print(
             f"[red]class forgetting {request['status']}: {request['status_reason']}[/red]"
@@ -239,6 +224,37 @@ def _forget_class(deployed: Deployment, client: httpx.Client, model_id: int, nam
         f"{name} images are now predicted as: "
         + ", ".join(f"{label} {share:.0%}" for label, share in shares)
     )
-    if request.get("report_url"):
-        console.print(f"audit report: {deployed.base_url}{request['report_url']}")
+    _save_report(deployed, api, request)
     return 0
+
+
+def _follow(deployed: Deployment, api: ForgetdClient, request_id: str) -> dict[str, Any]:
+    """`forgetd requests watch`, in process: a progress bar until the request ends."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("forgetting", total=100)
+
+        def show(body: dict[str, Any]) -> None:
+            deployed.check_alive()
+            percent = float((body.get("progress") or {}).get("percent", 0.0))
+            progress.update(task, completed=percent, description=f"{body['status']:>12}")
+
+        final = api.watch(request_id, show)
+        assert final["status"] in TERMINAL
+        return final
+
+
+def _save_report(deployed: Deployment, api: ForgetdClient, request: dict[str, Any]) -> None:
+    """The HTML report, saved beside the demo's state (the server is gone when it ends)."""
+    if not request.get("report_url"):
+        return
+    folder = deployed.home / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{request['id']}.html"
+    path.write_text(api.report_html(request["id"]), encoding="utf-8")
+    console.print(f"audit report saved: {path}")

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(
         1024**3, gt=0, le=8 * 1024**3, validation_alias=_alias("IMPORT_MAX_BYTES")
     )
+    # Compliance workflow: the default deadline of a request, and the hosts webhooks may reach
+    # (comma-separated; empty means none, so the service cannot be aimed at internal addresses).
+    default_deadline_days: int = Field(
+        30, ge=1, le=365, validation_alias=_alias("DEFAULT_DEADLINE_DAYS")
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_alias("WEBHOOK_ALLOWED_HOSTS")
+    )
+    webhook_max_tries: int = Field(8, ge=1, le=50, validation_alias=_alias("WEBHOOK_MAX_TRIES"))
+    webhook_backoff_s: float = Field(
+        2.0, gt=0, le=3600, validation_alias=_alias("WEBHOOK_BACKOFF_S")
+    )
     # Requests served at once per API process (more wait their turn), each on one thread with
     # at most one database connection: the pool (size + overflow) must be at least this.
     api_threads: int = Field(32, ge=1, le=256, validation_alias=_alias("API_THREADS"))
@@ -79,6 +91,13 @@ class Settings(BaseSettings):
     def _split_data_roots(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part for part in value.split(":") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("data_roots")

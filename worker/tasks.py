@@ -9,6 +9,7 @@ from celery import group
 from app.core.privacy import redact_paths
 from app.core.tasks import (
     TASK_COMPLETE_BATCH,
+    TASK_DELIVER_WEBHOOK,
     TASK_FINALIZE_VERSION,
     TASK_IMPORT_MODEL,
     TASK_PROCESS_MODEL,
@@ -155,7 +156,9 @@ def sweep() -> dict[str, int]:
         complete_batch.delay(version_id)
     for model_id in actions.process_models:
         process_model.delay(model_id)
+    resent = _resend_webhooks()
     return {
+        "webhook_pairs": resent,
         "train_shards": len(actions.train_shards),
         "finalize_versions": len(actions.finalize_versions),
         "complete_versions": len(actions.complete_versions),
@@ -174,3 +177,23 @@ def import_model(version_id: int) -> None:
         reason = redact_paths(f"{type(exc).__name__}: {exc}")
         log.error("imported version %s failed: %s", version_id, reason)
         training.fail_version(version_id, reason)
+
+
+@celery_app.task(name=TASK_DELIVER_WEBHOOK, bind=True)
+def deliver_webhook(self, webhook_id: int, request_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Send one request's pending events to one webhook, then schedule the next try."""
+    from worker import webhooks
+
+    backoff = webhooks.deliver_pending(webhook_id, request_id)
+    if backoff is not None and not self.request.is_eager:
+        # Eagerly (tests) this would recurse at once; the sweep sends it again when due.
+        deliver_webhook.apply_async((webhook_id, request_id), countdown=backoff)
+
+
+def _resend_webhooks() -> int:
+    from worker import webhooks
+
+    pairs = webhooks.due_pairs()
+    for webhook_id, request_id in pairs:
+        deliver_webhook.delay(webhook_id, request_id)
+    return len(pairs)

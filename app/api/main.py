@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -18,11 +19,14 @@ from app.api.routers import (
     api_keys,
     audit,
     audit_chain,
+    dashboard,
     datasets,
     deletions,
     imports,
     meta,
     models,
+    webhooks,
+    workflow,
 )
 from app.services.keys import signing_key
 from app.settings import get_settings
@@ -49,7 +53,8 @@ def create_app() -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(AdmissionLimit, limit=get_settings().api_threads)
-    routers = (datasets, imports, models, deletions, audit, audit_chain, meta, api_keys)
+    routers: tuple[ModuleType, ...] = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers += (audit_chain, workflow, webhooks, dashboard)
     for router in (module.router for module in routers):
         app.include_router(router)
     install_openapi(app)

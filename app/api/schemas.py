@@ -86,6 +86,9 @@ class ModelCreate(RecipeFields):
     shards: Shards = 5
     slices: Slices = 4
     aggregation: Aggregation = "mean_softmax"
+    require_approval: bool = Field(
+        False, description="deletion requests wait in pending_approval for an operator"
+    )
 
     def recipe(self) -> ModelRecipe:
         return (
@@ -114,6 +117,7 @@ class ModelOut(BaseModel):
     versions: list[dict[str, Any]]
     metrics: dict[str, Any]
     progress: dict[str, Any] | None
+    require_approval: bool = False
 
 
 class DeletionCreate(BaseModel):
@@ -126,6 +130,12 @@ class DeletionCreate(BaseModel):
     method_config: Annotated[dict[str, Any], NulFreeJson] | None = None
     external_id: Annotated[str, Field(max_length=200), NulFreeJson] | None = None
     options: RequestOptions | None = None
+    deadline_days: int | None = Field(
+        None,
+        ge=1,
+        le=365,
+        description="days from receipt to the deadline (default FORGETD_DEFAULT_DEADLINE_DAYS)",
+    )
 
 
 class DeletionOut(BaseModel):
@@ -151,6 +161,10 @@ class DeletionOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    due_at: datetime | None = None
+    overdue: bool = False
+    attempt: int = 1
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class DeletionPage(BaseModel):

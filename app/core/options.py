@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.methods.reference import Reference
+
 __all__ = ["DEFAULT_MAX_RETAIN_DROP", "RequestOptions", "parse_options"]
 
 DEFAULT_MAX_RETAIN_DROP = 10.0
@@ -26,6 +28,11 @@ class RequestOptions(BaseModel):
         "below its parent's, in percentage points, for an approximate method; a larger drop "
         "fails the request and the parent stays current (exact methods are proven by lineage "
         "instead)",
+    )
+    reference: Reference = Field(
+        Reference.NONE,
+        description="'retrain' also trains the exact retrain in the same job and reports the gap "
+        "to it per metric (approximate methods on monolithic models); 'none' runs no reference",
     )
 
 

@@ -78,6 +78,8 @@ class Role(enum.StrEnum):
 
 
 class RequestStatus(enum.StrEnum):
+    # Waits for an operator's approve or deny (models with require_approval).
+    PENDING_APPROVAL = "pending_approval"
     RECEIVED = "received"
     QUEUED = "queued"
     RUNNING = "running"
@@ -86,9 +88,11 @@ class RequestStatus(enum.StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    DENIED = "denied"
 
 
 OPEN_REQUEST_STATES = (
+    RequestStatus.PENDING_APPROVAL,
     RequestStatus.RECEIVED,
     RequestStatus.QUEUED,
     RequestStatus.RUNNING,
@@ -141,6 +145,8 @@ class Model(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=ModelStatus.TRAINING)
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # Deletion requests wait in pending_approval until an operator approves them.
+    require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
     current_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", use_alter=True, name="fk_models_current_version")
     )
@@ -283,6 +289,10 @@ class DeletionRequest(Base):
     # validated by the HTTP layer and read by the worker; {} means every default.
     options: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The deadline (received + the default or requested days); see app.services.lifecycle.
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # 1, then +1 per retry of a failed request (each attempt's events carry its number).
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

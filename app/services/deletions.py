@@ -15,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.methods import Target, get_method, validate_config
+from app.core.methods.base import MethodSpec
+from app.core.methods.reference import check_reference
 from app.core.options import RequestOptions
 from app.db.models import (
     DeletionRequest,
@@ -26,6 +28,7 @@ from app.db.models import (
     Sample,
     SampleState,
 )
+from app.services import events, lifecycle
 from app.services.data_roots import MAX_LISTED, clip
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.models import get_model
@@ -199,6 +202,23 @@ def _replay(session: Session, idempotency_key: str, fingerprint: str) -> Deletio
     return existing
 
 
+def _choose_method(name: str, target: Target, default_class_method: str) -> MethodSpec:
+    """The request's method; ``auto`` stays exact for files (sisa: on a monolithic or imported
+    model, a full retrain) and approximate methods are only ever chosen explicitly."""
+    if name == "auto":
+        name = "sisa" if target == Target.FILES else default_class_method
+    try:
+        method = get_method(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if target not in method.targets:
+        raise InvalidInput(
+            f"method {method.name!r} cannot forget {target.value}; it supports "
+            f"{sorted(t.value for t in method.targets)}"
+        )
+    return method
+
+
 def _plan(
     session: Session,
     model: Model,
@@ -260,19 +280,18 @@ def create_deletion_request(
     if (filenames is None) == (class_names is None):
         raise InvalidInput("give either filenames or class_name/class_names, not both or neither")
     target = Target.FILES if filenames is not None else Target.CLASSES
-    method_name = payload.get("method") or "auto"
-    if method_name == "auto":
-        method_name = "sisa" if target == Target.FILES else default_class_method
+    method = _choose_method(payload.get("method") or "auto", target, default_class_method)
+    config = _method_config(method.name, payload.get("method_config"))
+    options = _options(payload.get("options"))
     try:
-        method = get_method(method_name)
+        check_reference(
+            options.reference,
+            exact=method.exact,
+            shards=model.recipe.shards,
+            slices=model.recipe.slices,
+        )
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    if target not in method.targets:
-        raise InvalidInput(
-            f"method {method.name!r} cannot forget {target.value}; it supports "
-            f"{sorted(t.value for t in method.targets)}"
-        )
-    config = _method_config(method.name, payload.get("method_config"))
     samples, retired, identical_copies = _resolve_target(
         session, model, version, filenames, class_names
     )
@@ -284,7 +303,7 @@ def create_deletion_request(
         method=method.name,
         method_config=config.model_dump(mode="json"),
         # Stored with every default filled in, so the request shows what applies to it.
-        options=_options(payload.get("options")).model_dump(mode="json"),
+        options=options.model_dump(mode="json"),
         external_id=payload.get("external_id"),
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
@@ -351,6 +370,8 @@ def list_requests(
     limit: int,
     offset: int,
     owner_key_id: int | None = None,
+    overdue: bool | None = None,
+    sort: str | None = None,
 ) -> tuple[list[DeletionRequest], int]:
     query = select(DeletionRequest)
     if owner_key_id is not None:
@@ -362,12 +383,9 @@ def list_requests(
         query = query.where(DeletionRequest.status == status)
     if model:
         query = query.where(DeletionRequest.model_id == get_model(session, model).id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(
-        query.order_by(DeletionRequest.created_at.desc(), DeletionRequest.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
+    query = lifecycle.filter_and_sort(query, overdue=overdue, sort=sort)
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    rows = session.scalars(query.limit(limit).offset(offset)).all()
     return list(rows), total
 
 
@@ -377,7 +395,9 @@ def cancel_request(session: Session, request: DeletionRequest) -> None:
         update(DeletionRequest)
         .where(
             DeletionRequest.id == request.id,
-            DeletionRequest.status.in_((RequestStatus.RECEIVED, RequestStatus.QUEUED)),
+            DeletionRequest.status.in_(
+                (RequestStatus.PENDING_APPROVAL, RequestStatus.RECEIVED, RequestStatus.QUEUED)
+            ),
         )
         .values(
             status=RequestStatus.CANCELLED,
@@ -387,9 +407,11 @@ def cancel_request(session: Session, request: DeletionRequest) -> None:
     if not result.rowcount:  # type: ignore[attr-defined]
         session.refresh(request)
         raise Conflict(
-            f"request is {request.status}; only received or queued ones can be cancelled"
+            f"request is {request.status}; only pending_approval, received or queued ones can "
+            "be cancelled"
         )
     session.refresh(request)
+    events.record(session, request, "cancelled")
 
 
 def target_hashes(session: Session, request_id: str) -> list[str]:

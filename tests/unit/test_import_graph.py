@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("app", "worker", "models_store")
-HTTP_AND_ENTRY = ("app.api", "app.cli", "app.demo", "app.embedded")
+HTTP_AND_ENTRY = ("app.api", "app.cli", "app.demo", "app.embedded", "app.client", "app.client_cli")
 TORCH = ("torch", "torchvision")
 
 

@@ -51,9 +51,21 @@ SMALL_CONFIGS: dict[str, dict] = {
         "batch_size": 32,
     },
     "adversarial": {"epochs": 2, "batch_size": 32, "disc_hidden": 16, "eval_max_samples": 64},
+    "pruning": {"epochs": 1, "batch_size": 32, "ratio": 0.3},
+    "dummy_labels": {"epochs": 1, "batch_size": 32},
+    "scrub": {"epochs": 2, "max_steps": 1, "batch_size": 32, "forget_batch_size": 16},
+    "salun": {"epochs": 1, "batch_size": 32, "mask_ratio": 0.5},
 }
 
 MODEL_METHODS = [s.name for s in all_methods() if s.runner is Runner.MODEL]
+# every (method, target) pair a method declares: the contract holds for each
+MODEL_PAIRS = [
+    pytest.param(s.name, t, id=f"{s.name}-{t.value}")
+    for s in all_methods()
+    if s.runner is Runner.MODEL
+    for t in (Target.CLASSES, Target.FILES)
+    if t in s.targets
+]
 SISA_METHODS = [s.name for s in all_methods() if s.runner is Runner.SISA]
 
 
@@ -113,6 +125,23 @@ def toy():
     return model, x[forget], y[forget], x[~forget], y[~forget]
 
 
+@pytest.fixture(scope="module")
+def toy_files(toy):
+    """The same model, forgetting a random 10% of its training samples (every class kept)."""
+    model, fx, fy, rx, ry = toy
+    x, y = torch.cat([fx, rx]), torch.cat([fy, ry])
+    forget = torch.zeros(len(y), dtype=torch.bool)
+    forget[torch.randperm(len(y), generator=torch.Generator().manual_seed(5))[: len(y) // 10]] = (
+        True
+    )
+    return model, x[forget], y[forget], x[~forget], y[~forget]
+
+
+def case(target: Target, toy, toy_files) -> tuple[Any, list[int]]:
+    """The toy split and the forget classes for a target."""
+    return (toy, list(FORGET)) if target is Target.CLASSES else (toy_files, [])
+
+
 class Untouchable:
     """Stands in for the forget tensors of zero-glance methods: any use is recorded and raises."""
 
@@ -159,6 +188,7 @@ def test_registry_lists_the_built_in_methods():
     names = [s.name for s in all_methods()]
     assert names == sorted(names)
     expected = {"finetune", "random_label", "neggrad_plus", "l1_sparse", "ssd", "unsir"}
+    expected |= {"pruning", "dummy_labels", "scrub", "salun"}
     assert expected | {"adversarial", "sisa", "retrain"} <= set(names)
     for spec in all_methods():
         assert spec.summary and spec.targets
@@ -258,8 +288,8 @@ def test_sisa_runner_specs(name):
         validate_config(name, {"epochs": 3})
 
 
-@pytest.mark.parametrize("name", MODEL_METHODS)
-def test_method_contract(name, toy):
+@pytest.mark.parametrize(("name", "target"), MODEL_PAIRS)
+def test_method_contract(name, target, toy, toy_files):
     spec = get_method(name)
     assert spec.run is not None
     # config: the defaults validate, an unknown field is refused
@@ -268,7 +298,7 @@ def test_method_contract(name, toy):
         validate_config(name, {"definitely_not_a_field": 1})
     config = validate_config(name, SMALL_CONFIGS.get(name, {}))
 
-    base, fx, fy, rx, ry = toy
+    (base, fx, fy, rx, ry), forget_classes = case(target, toy, toy_files)
     model = copy.deepcopy(base)
     before = copy.deepcopy(base.state_dict())
     touched: list[str] = []
@@ -284,7 +314,7 @@ def test_method_contract(name, toy):
         retain_images=rx.clone(),
         retain_labels=ry.clone(),
         num_classes=NUM_CLASSES,
-        forget_classes=list(FORGET),
+        forget_classes=forget_classes,
         device=CPU,
         seed=7,
         progress=lambda f, phase: calls.append((f, phase)),
@@ -310,10 +340,10 @@ def test_method_contract(name, toy):
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, NUM_CLASSES)
 
 
-@pytest.mark.parametrize("name", MODEL_METHODS)
-def test_method_is_seeded(name, toy):
+@pytest.mark.parametrize(("name", "target"), MODEL_PAIRS)
+def test_method_is_seeded(name, target, toy, toy_files):
     spec = get_method(name)
-    base, fx, fy, rx, ry = toy
+    (base, fx, fy, rx, ry), forget_classes = case(target, toy, toy_files)
     if not spec.reads_forget_images:  # callers give zero-glance methods empty forget tensors
         fx, fy = fx[:0], fy[:0]
     config = validate_config(name, SMALL_CONFIGS.get(name, {}))
@@ -322,7 +352,7 @@ def test_method_is_seeded(name, toy):
     for _ in range(2):
         model = copy.deepcopy(base)
         result = spec.run(
-            UnlearningInputs(model, fx, fy, rx, ry, NUM_CLASSES, list(FORGET), CPU, 3), config
+            UnlearningInputs(model, fx, fy, rx, ry, NUM_CLASSES, forget_classes, CPU, 3), config
         )
         runs.append((model.state_dict(), json.dumps(result.details, sort_keys=True)))
     (sd_a, details_a), (sd_b, details_b) = runs

@@ -18,7 +18,20 @@ from worker.audit import mia
 from worker.audit.builder import mia_section
 from worker.audit.context import AuditContext, error_kind
 from worker.audit.efficacy import efficacy_section
-from worker.audit.evalsets import EvalSets, Stage, eval_sets, predict_version, sample_losses
+from worker.audit.evalsets import (
+    EvalSets,
+    Stage,
+    accuracy,
+    eval_sets,
+    predict_version,
+    sample_losses,
+)
+from worker.audit.reference import (
+    NO_REFERENCE_NOTE,
+    gap_section,
+    reference_wanted,
+    train_reference,
+)
 from worker.flows.common import log
 
 __all__ = ["GOOD_VALUES", "N_BOOTSTRAP", "Evidence", "measure"]
@@ -86,7 +99,11 @@ def _reference_test(
 
 
 def _mia_section(
-    before: Stage | None, after: Stage, sets: EvalSets, ctx: AuditContext
+    before: Stage | None,
+    after: Stage,
+    sets: EvalSets,
+    ctx: AuditContext,
+    retrain: Stage | None = None,
 ) -> dict[str, Any]:
     notes = ctx.notes
     if sets.sizes["forget"] == 0 or sets.sizes["test"] == 0:
@@ -97,11 +114,12 @@ def _mia_section(
         return mia_section({}, {}, None, None)
     b = _attacks(before, sets, ctx.seed, notes, "before unlearning") if before else {}
     a = _attacks(after, sets, ctx.seed, notes, "after unlearning")
+    r = _attacks(retrain, sets, ctx.seed, notes, "on the reference retrain") if retrain else None
     section = mia_section(
         b,
         a,
         _reference_test(before, after, sets, ctx),
-        None,
+        r,
         members=f"{sets.sizes['forget']} forgotten training sample(s)",
         nonmembers=f"{sets.sizes['test']} held-out test sample(s) of the same class(es)",
     )
@@ -147,10 +165,17 @@ def measure(session: Session, ctx: AuditContext) -> Evidence:
         how = ctx.model.recipe.aggregation
         before = _before_stage(session, ctx, sets, known, how)
         after = Stage.of(predict_version(session, ctx, ctx.version, sets.images, known), how)
+        retrain = _reference(session, ctx, sets)
+        efficacy = efficacy_section(session, before, after, sets, ctx)
+        section = _mia_section(before, after, sets, ctx, retrain[0] if retrain else None)
+        if retrain is not None:
+            for part in ("forget", "retain"):
+                efficacy[part]["retrain"] = accuracy(retrain[0], sets.labels, sets.part(part))
+            efficacy["reference_retrain"] = gap_section(
+                session, ctx, sets, after, retrain[0], retrain[1], section
+            )
         return Evidence(
-            efficacy=efficacy_section(session, before, after, sets, ctx),
-            mia=_mia_section(before, after, sets, ctx),
-            losses=_loss_histograms(before, after, sets),
+            efficacy=efficacy, mia=section, losses=_loss_histograms(before, after, sets)
         )
     except Exception as exc:  # the type only: messages can carry file paths
         log.error(
@@ -160,6 +185,21 @@ def measure(session: Session, ctx: AuditContext) -> Evidence:
             f"Efficacy and membership inference could not be measured ({error_kind(exc)})."
         )
         return Evidence()
+
+
+def _reference(session: Session, ctx: AuditContext, sets: EvalSets) -> tuple[Stage, float] | None:
+    """The reference retrain when the request asked for one (a failure is a note)."""
+    if ctx.exact:
+        return None
+    if not reference_wanted(ctx):
+        ctx.notes.append(NO_REFERENCE_NOTE)
+        return None
+    try:
+        return train_reference(session, ctx, sets)
+    except Exception as exc:  # the type only: messages can carry file paths
+        log.error("audit of request %s: no reference retrain (%s)", ctx.request.id, error_kind(exc))
+        ctx.notes.append(f"The reference retrain could not be trained ({error_kind(exc)}).")
+        return None
 
 
 def _before_stage(

@@ -24,6 +24,7 @@ from app.db.models import (
     as_utc,
 )
 from app.db.session import session_scope
+from app.services import events
 from app.services.versions import create_child_version
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS
@@ -158,6 +159,14 @@ def start_batch(model_id: int) -> int | None:
             waited = now() - as_utc(request.created_at)
             add_phase(request, "queued_s", round(waited.total_seconds(), 4))
             add_phase(request, "claim_s", round(time.perf_counter() - began, 4))
+            events.record(
+                session,
+                request,
+                "running",
+                status=RequestStatus.RUNNING,
+                version=version.number,
+                shards_to_retrain=len(plan.affected),
+            )
         log.info(
             "model %s: %s request(s) coalesced into version %s, %s shard(s) to retrain",
             model_id,
@@ -259,6 +268,7 @@ def refuse_batch(version: ModelVersion, requests: list[DeletionRequest], reason:
                 live.status = RequestStatus.FAILED
                 live.status_reason = reason
                 finish(live)
+                events.record(session, live, "failed", reason=reason)
         live_version = session.get(ModelVersion, version.id)
         assert live_version is not None
         live_version.status = VersionStatus.FAILED
@@ -285,6 +295,9 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
                 with stopwatch() as audit_time:
                     audit(session, live, version)
                 add_phase(live, "audit_s", audit_time["s"])
+                events.record(
+                    session, live, "audited", report_sha256=events.report_sha256(session, live.id)
+                )
     erasure_began = time.perf_counter()
     erasing = erase_batch_files(version, requests)
     with session_scope() as session:
@@ -295,6 +308,16 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             request.status = RequestStatus.COMPLETED
             request.completed_at = now()
             request.status_reason = f"forgotten in version {version.number}; {count} files erased"
+            events.record(
+                session, request, "files_erased", status=RequestStatus.VERIFYING, files=count
+            )
+            events.record(
+                session,
+                request,
+                "completed",
+                version=version.number,
+                manifest_sha256=version.manifest_sha256,
+            )
         version = session.merge(version)
         purged = purge_superseded_checkpoints(session, version, sorted(erasing))
         model = session.get(Model, version.model_id)
@@ -367,5 +390,6 @@ def fail_batch(version_id: int, reason: str) -> int | None:
             if request.status in (RequestStatus.RUNNING, RequestStatus.VERIFYING):
                 request.status = RequestStatus.FAILED
                 request.status_reason = reason
+                events.record(session, request, "failed", reason=reason)
         session.execute(update(Model).where(Model.id == version.model_id).values(active_batch=None))
         return version.model_id

@@ -13,6 +13,7 @@ from app.api.schemas import DeletionCreate, DeletionOut, DeletionPage
 from app.db.models import AuditReport, DeletionRequest, ModelVersion, RequestStatus
 from app.queue import enqueue_deletion
 from app.services import deletions as service
+from app.services import lifecycle
 from app.services.api_keys import Principal, idempotency_token, owner_scope
 from app.services.errors import NotFound
 from app.services.progress import version_progress
@@ -66,6 +67,7 @@ def deletion_out(session: SessionDep, request: DeletionRequest, caller: Principa
         created_at=request.created_at,
         updated_at=request.updated_at,
         completed_at=request.completed_at,
+        **lifecycle.public_fields(session, request),
     )
 
 
@@ -92,6 +94,12 @@ def create_deletion_request(
     # The answer is built before the commit, and the request enqueued only after it: a worker
     # never sees a request that could still roll back, and once the request is stored nothing
     # can turn its answer into an error (a failed enqueue leaves it "received" for the sweep).
+    lifecycle.admit_new_request(
+        session,
+        request,
+        deadline_days=body.deadline_days,
+        default_days=settings.default_deadline_days,
+    )
     stored = deletion_out(session, request, caller)
     session.commit()
     if enqueue_deletion(session, request):
@@ -108,6 +116,8 @@ def list_deletion_requests(
     model: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    overdue: bool | None = None,
+    sort: Annotated[str | None, Query(max_length=20)] = None,
 ) -> DeletionPage:
     rows, total = service.list_requests(
         session,
@@ -116,6 +126,8 @@ def list_deletion_requests(
         limit=limit,
         offset=offset,
         owner_key_id=owner_scope(caller),
+        overdue=overdue,
+        sort=sort,
     )
     return DeletionPage(
         items=[deletion_out(session, r, caller) for r in rows],

@@ -10,15 +10,21 @@ from sqlalchemy import text
 
 from app.api.auth import AnyRole, Audit, public
 from app.api.deps import SessionDep, SettingsDep
-from app.core.methods import all_methods
+from app.core.methods import all_methods, measured
 from app.services.keys import public_key_view
 
 router = APIRouter(tags=["service"])
 
 
 @router.get("/v1/methods")
-def list_methods(caller: AnyRole) -> dict[str, Any]:
-    return {"methods": [spec.describe() for spec in all_methods()]}
+def list_methods(caller: AnyRole, settings: SettingsDep) -> dict[str, Any]:
+    return {
+        "methods": [
+            {**spec.describe(), "measured_file_forgetting": measured.file_forgetting(spec.name)}
+            for spec in all_methods()
+        ],
+        "choosing": measured.choosing(settings.default_class_method),
+    }
 
 
 @router.get("/v1/keys", dependencies=[Depends(public)])

@@ -61,6 +61,7 @@ def model_out(session: SessionDep, model: Model) -> ModelOut:
         versions=views,
         metrics=current.metrics if current else {},
         progress=version_progress(session, building, model.recipe.slices) if building else None,
+        require_approval=bool(model.require_approval),
     )
 
 
@@ -71,6 +72,7 @@ def register_model(
     model, version = create_model(
         session, body.name, body.dataset, body.architecture, body.recipe()
     )
+    model.require_approval = body.require_approval
     session.commit()
     enqueue_version(version.id)
     response.headers["Location"] = f"/v1/models/{model.id}"

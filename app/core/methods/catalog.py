@@ -3,11 +3,15 @@ module here and its implementation in ``worker/unlearning/methods/``."""
 
 from app.core.methods import (  # noqa: F401  (imported to register)
     adversarial,
+    dummy_labels,
     exact,
     finetune,
     l1_sparse,
     neggrad_plus,
+    pruning,
     random_label,
+    salun,
+    scrub,
     ssd,
     unsir,
 )

@@ -3,10 +3,14 @@ module imports torch inside its run function only). Specs live in ``app.core.met
 
 from worker.unlearning.methods import (  # noqa: F401  (imported to register)
     adversarial,
+    dummy_labels,
     finetune,
     l1_sparse,
     neggrad_plus,
+    pruning,
     random_label,
+    salun,
+    scrub,
     ssd,
     unsir,
 )
