@@ -40,7 +40,7 @@ from app.embedded import Deployment, deployment
 PG_ADMIN_URL = os.environ.get(
     "FORGETD_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("FORGETD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
+REDIS_URL = os.environ.get("FORGETD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 TERMINAL = {"completed", "failed", "rejected", "cancelled"}
 # Small, quick models: the load is on the API, the worker only has to keep up.
 MODEL = {"shards": 2, "slices": 1, "epochs_per_slice": 1, "image_size": 16, "batch_size": 64}
@@ -58,6 +58,8 @@ class Outcome:
     request_id: str | None
     seconds: float
     key: str | None
+    error: str | None = None
+    """The client-side error when no answer came (status 0)."""
 
 
 @dataclass
@@ -92,8 +94,8 @@ async def _post(client: httpx.AsyncClient, call: Call) -> Outcome:
     started = time.perf_counter()
     try:
         response = await client.post("/v1/deletion-requests", json=call.body, headers=headers)
-    except httpx.HTTPError:
-        return Outcome(0, None, time.perf_counter() - started, call.key)
+    except httpx.HTTPError as exc:
+        return Outcome(0, None, time.perf_counter() - started, call.key, type(exc).__name__)
     seconds = time.perf_counter() - started
     ok = response.status_code < 300
     return Outcome(response.status_code, response.json()["id"] if ok else None, seconds, call.key)
@@ -186,6 +188,7 @@ def verdict(outcomes: list[Outcome], calls: list[Call], stored: dict[str, Any]) 
         "calls": len(calls),
         "statuses": dict(sorted(Counter(o.status for o in outcomes).items())),
         "server_errors": sum(1 for o in outcomes if o.status >= 500 or o.status == 0),
+        "no_answer": dict(Counter(o.error for o in outcomes if o.error)),
         "lost": len(accepted - set(stored)) + len(set(stored) - accepted),
         "duplicated": sum(len(ids) - 1 for ids in ids_per_key.values())
         + max(0, len(stored) - distinct_calls),
