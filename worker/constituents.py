@@ -29,6 +29,7 @@ def fresh_constituent(model: Model, shard: int) -> torch.nn.Module:
         num_classes=len(model.dataset.classes),
         in_channels=model.dataset.channels,
         image_size=model.recipe.image_size,
+        norm=model.recipe.training.norm,  # None: the architecture's original layers
     )
 
 

@@ -11,17 +11,23 @@ from app.api.inputs import FileName, NulFreeJson, Ref, ServerPath, ShortName, Sh
 from app.core.options import RequestOptions
 from app.core.recipe import (
     Aggregation,
+    Augment,
     BatchSize,
     EpochsPerSlice,
     ImageSize,
+    LabelSmoothing,
     LearningRate,
     ModelRecipe,
     Momentum,
+    Norm,
+    Schedule,
     Seed,
     Shards,
     Slices,
     TrainingRecipe,
+    WarmupFraction,
     WeightDecay,
+    recommended_training,
 )
 from app.db.models import Role
 
@@ -51,24 +57,38 @@ class DatasetOut(BaseModel):
 
 
 class RecipeFields(BaseModel):
-    """The flat recipe fields of ``POST /v1/models`` and of the import (one definition)."""
+    """The flat recipe fields of ``POST /v1/models`` and of the import (one definition).
+
+    An optimisation field left out takes the architecture's recommended value on
+    ``POST /v1/models`` (``app.core.recipe.RECOMMENDED``) and the historical value on the import,
+    whose weights were trained elsewhere and whose layers must stay the architecture's original.
+    """
 
     model_config = ConfigDict(extra="forbid")
     epochs_per_slice: EpochsPerSlice = 2
     image_size: ImageSize = 32
     seed: Seed = 0
-    lr: LearningRate = 0.05
-    momentum: Momentum = 0.9
-    weight_decay: WeightDecay = 5e-4
-    batch_size: BatchSize = 64
+    lr: LearningRate | None = None
+    momentum: Momentum | None = None
+    weight_decay: WeightDecay | None = None
+    batch_size: BatchSize | None = None
+    schedule: Schedule | None = None
+    warmup: WarmupFraction | None = None
+    augment: Augment | None = None
+    label_smoothing: LabelSmoothing | None = None
+    norm: Norm | None = None
+
+    def given_training(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name in TrainingRecipe.model_fields
+            if (value := getattr(self, name)) is not None
+        }
 
     def training(self) -> TrainingRecipe:
-        return TrainingRecipe(
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-        )
+        # The historical optimiser fields are written out, as they always were.
+        legacy = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
+        return TrainingRecipe(**{**legacy, **self.given_training()})
 
     def recipe(self) -> ModelRecipe:
         return ModelRecipe(
@@ -89,6 +109,9 @@ class ModelCreate(RecipeFields):
     require_approval: bool = Field(
         False, description="deletion requests wait in pending_approval for an operator"
     )
+
+    def training(self) -> TrainingRecipe:
+        return recommended_training(self.architecture, self.given_training())
 
     def recipe(self) -> ModelRecipe:
         return (

@@ -23,6 +23,17 @@ LearningRate = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
 Momentum = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 WeightDecay = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
+Schedule = Literal["constant", "onecycle", "cosine"]
+WarmupFraction = Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)]
+Augment = Literal["none", "crop", "flip", "crop_flip"]
+LabelSmoothing = Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)]
+Norm = Literal["none", "batch", "group"]
+
+# Fields added after models were first stored. Their defaults on TrainingRecipe are the
+# historical behaviour (constant lr, no augmentation, plain cross-entropy, the architecture's
+# original layers), so a stored recipe that lacks them trains exactly as it always did; a new
+# model gets the recommended values written out explicitly (see ``recommended_training``).
+_ADDED_FIELDS = ("schedule", "warmup", "augment", "label_smoothing", "norm")
 
 
 class TrainingRecipe(BaseModel):
@@ -34,11 +45,76 @@ class TrainingRecipe(BaseModel):
     momentum: Momentum = 0.9
     weight_decay: WeightDecay = 5e-4
     batch_size: BatchSize = 64
+    schedule: Schedule = Field(
+        "constant",
+        description="learning-rate schedule, restarted at every slice so a resumed shard "
+        "trains exactly like one trained from scratch",
+    )
+    warmup: WarmupFraction = Field(
+        0.25, description="fraction of a slice's steps spent warming up (onecycle, cosine)"
+    )
+    augment: Augment = Field(
+        "none",
+        description="random 4-px-padded crop and/or horizontal flip; use flip only where a "
+        "mirrored image keeps its label",
+    )
+    label_smoothing: LabelSmoothing = 0.0
+    norm: Norm | None = Field(
+        None,
+        description="normalisation layers of the architecture; unset means its original "
+        "layers (none for small_cnn, batch norm for resnet18)",
+    )
 
     def identity(self) -> dict[str, Any]:
         """The fields that key checkpoints. Fields absent from an older stored recipe stay
-        unset and are left out, so that recipe's checkpoint keys do not change."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        unset and are left out, and an added field at its historical value is left out too, so
+        an older recipe's checkpoint keys do not change however it was stored."""
+        fields = self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        legacy = TrainingRecipe.model_fields
+        for name in _ADDED_FIELDS:
+            if name in fields and getattr(self, name) == legacy[name].default:
+                del fields[name]
+        if fields.get("schedule", "constant") == "constant":
+            fields.pop("warmup", None)  # no effect without a schedule
+        return fields
+
+
+# Defaults a user can rely on without tuning, per architecture (README "Training recipe" has the
+# figures behind them). Applied when a model is created; never to a stored recipe.
+RECOMMENDED: dict[str, dict[str, Any]] = {
+    "small_cnn": {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 64,
+        "schedule": "onecycle",
+        "warmup": 0.25,
+        "augment": "crop_flip",
+        "label_smoothing": 0.0,
+        "norm": "batch",
+    },
+    "resnet18": {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 64,
+        "schedule": "onecycle",
+        "warmup": 0.25,
+        "augment": "crop_flip",
+        "label_smoothing": 0.0,
+        "norm": "batch",
+    },
+}
+
+
+# The layers an architecture had before normalisation was a recipe option (``norm`` unset).
+ORIGINAL_NORM: dict[str, str] = {"small_cnn": "none", "resnet18": "batch"}
+
+
+def recommended_training(architecture: str, given: dict[str, Any]) -> TrainingRecipe:
+    """The recommended recipe of ``architecture`` with the fields a user gave on top."""
+    values = {**RECOMMENDED.get(architecture, {}), **given}
+    return TrainingRecipe(**values)
 
 
 class ImportedWeights(BaseModel):

@@ -10,6 +10,7 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.core.recipe import ORIGINAL_NORM, TrainingRecipe
 from app.db.models import (
     Checkpoint,
     ManifestEntry,
@@ -47,6 +48,37 @@ from worker.training.trainer import (
     make_optimizer,
     train_epochs,
 )
+
+
+def engine_recipe(training: TrainingRecipe) -> Recipe:
+    """The training engine's recipe; fields absent from a stored recipe keep their historical
+    defaults (constant lr, no augmentation, no smoothing)."""
+    return Recipe(
+        lr=training.lr,
+        momentum=training.momentum,
+        weight_decay=training.weight_decay,
+        batch_size=training.batch_size,
+        schedule=training.schedule,
+        warmup=training.warmup,
+        augment=training.augment,
+        label_smoothing=training.label_smoothing,
+    )
+
+
+def training_record(model: Model) -> dict[str, Any]:
+    """How each constituent of the model is trained, every value written out (the stored recipe
+    may leave out fields that keep their historical meaning)."""
+    recipe = model.recipe
+    training = recipe.training
+    return {
+        "architecture": model.architecture,
+        "epochs_per_slice": recipe.epochs_per_slice,
+        "slices": recipe.slices,
+        "image_size": recipe.image_size,
+        **training.model_dump(mode="json"),
+        "norm": training.norm or ORIGINAL_NORM.get(model.architecture, "original"),
+        "schedule_restarts": "every slice" if training.schedule != "constant" else None,
+    }
 
 
 def shards_to_train(session: Session, version_id: int) -> list[int]:
@@ -166,7 +198,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     blob_store = store()
     dev = device(settings)
     net = fresh_constituent(job.model, job.shard).to(dev)
-    training = Recipe(**recipe.training.model_dump())
+    training = engine_recipe(recipe.training)
     optimizer = make_optimizer(net, training)
     if start > 0:
         load_checkpoint(blob_store.get(CHECKPOINTS, job.keys[start - 1]), net, optimizer, dev)
@@ -189,6 +221,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
             seed=derived_seed(recipe.seed, job.shard, slice_),
             device=dev,
             on_batch=progress.batches_of(slice_),
+            recipe=training,  # its schedule restarts here: one cycle per slice
         )
         trained += end * recipe.epochs_per_slice
         artifact = blob_store.put(CHECKPOINTS, job.keys[slice_], checkpoint_bytes(net, optimizer))
@@ -255,6 +288,7 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
             }
             for i, p in enumerate(probas)
         ],
+        "training": training_record(model),
         "cost": {
             "train_seconds": work.train_seconds,
             "sample_passes": work.sample_passes,

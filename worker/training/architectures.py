@@ -7,14 +7,18 @@ Builders therefore import ``worker.training.nets`` (and with it torch) lazily wh
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from worker.training.nets import Norm as nets_Norm
+
 
 class Builder(Protocol):
-    def __call__(self, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module: ...
+    def __call__(
+        self, *, num_classes: int, in_channels: int, image_size: int, norm: str | None = None
+    ) -> nn.Module: ...
 
 
 class UnknownArchitectureError(ValueError, KeyError):
@@ -46,14 +50,23 @@ def architecture_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """Instantiate a registered architecture. Init is deterministic under the caller's seed."""
+def build_model(
+    name: str, *, num_classes: int, in_channels: int, image_size: int, norm: str | None = None
+) -> nn.Module:
+    """Instantiate a registered architecture. Init is deterministic under the caller's seed.
+
+    ``norm`` picks the normalisation layers ("none", "batch", "group"); None keeps the
+    architecture's original ones."""
     builder = _REGISTRY.get(name)
     if builder is None:
         known = ", ".join(architecture_names())
         raise UnknownArchitectureError(f"unknown architecture {name!r}; known: {known}")
     _check_dims(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-    return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    if norm is None:  # builders registered elsewhere need not know about normalisation
+        return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return builder(
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, norm=norm
+    )
 
 
 def _check_dims(*, num_classes: int, in_channels: int, image_size: int) -> None:
@@ -65,17 +78,29 @@ def _check_dims(*, num_classes: int, in_channels: int, image_size: int) -> None:
         raise ValueError(f"image_size must be >= 8, got {image_size}")
 
 
+def _norm(norm: str | None) -> nets_Norm | None:
+    if norm not in (None, "none", "batch", "group"):
+        raise ValueError(f"unknown normalisation {norm!r}; use 'none', 'batch' or 'group'")
+    return cast("nets_Norm | None", norm)
+
+
 @register_architecture("small_cnn")
-def _small_cnn(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+def _small_cnn(
+    *, num_classes: int, in_channels: int, image_size: int, norm: str | None = None
+) -> nn.Module:
     from worker.training import nets
 
-    return nets.small_cnn(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return nets.small_cnn(
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, norm=_norm(norm)
+    )
 
 
 @register_architecture("resnet18")
-def _resnet18(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+def _resnet18(
+    *, num_classes: int, in_channels: int, image_size: int, norm: str | None = None
+) -> nn.Module:
     from worker.training import nets
 
     return nets.resnet18_small(
-        num_classes=num_classes, in_channels=in_channels, image_size=image_size
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, norm=_norm(norm)
     )

@@ -1,4 +1,9 @@
-"""SGD training loop with reproducible, resumable batch order and byte-level checkpoints."""
+"""SGD training loop with reproducible, resumable batch order and byte-level checkpoints.
+
+Everything random in a run (batch order, augmentation) is drawn from private generators seeded
+by (seed, epoch), and the learning rate is a pure function of the step within the cycle, so a run
+resumed from a checkpoint repeats a straight-through run bit for bit on the CPU.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.training import augment as aug
+from worker.training.augment import Augment
 from worker.training.data import to_model_input
+from worker.training.schedule import Schedule, lr_at
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """The optimisation recipe; the defaults are the historical behaviour (constant lr, no
+    augmentation, plain cross-entropy), which a stored recipe without these fields keeps."""
+
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
+    schedule: Schedule = "constant"
+    warmup: float = 0.25
+    augment: Augment = "none"
+    label_smoothing: float = 0.0
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -65,29 +80,40 @@ def train_epochs(
     device: torch.device,
     on_batch: Callable[[int, int], None] | None = None,
     first_epoch: int = 0,
+    recipe: Recipe | None = None,
+    cycle_epochs: int | None = None,
 ) -> list[float]:
     """Train ``model`` in place for epochs ``first_epoch .. first_epoch + epochs - 1``.
 
-    Returns the mean training loss of each epoch run. Batch order depends only on
-    (seed, epoch index), so resuming at ``first_epoch=k`` from a checkpoint taken after epoch
-    k-1 reproduces a straight-through run exactly on the CPU. ``on_batch(done, total)`` counts
-    batches of this call only.
+    Returns the mean training loss of each epoch run. Batch order and augmentation depend only
+    on (seed, epoch index), and the learning rate on the step within a schedule cycle of
+    ``cycle_epochs`` epochs starting at epoch 0 (default: ``first_epoch + epochs``), so resuming
+    at ``first_epoch=k`` from a checkpoint taken after epoch k-1 reproduces a straight-through run
+    exactly on the CPU. ``recipe`` None is the historical recipe (its lr is the optimizer's).
+    ``on_batch(done, total)`` counts batches of this call only.
     """
     n = _validate(images_u8, labels, epochs=epochs, batch_size=batch_size)
+    recipe = recipe or Recipe()
     # Move once: per-batch host->device copies would dominate small-image training on GPU.
     images_dev = images_u8.to(device)
     labels_dev = labels.to(device=device, dtype=torch.long)
     batches_per_epoch = -(-n // batch_size)
+    cycle_steps = (cycle_epochs or first_epoch + epochs) * batches_per_epoch
     total = epochs * batches_per_epoch
     done = 0
     losses: list[float] = []
     model.train()
     for epoch in range(first_epoch, first_epoch + epochs):
         order = epoch_permutation(n, seed=seed, epoch=epoch).to(device)
+        draws = aug.epoch_draws(recipe.augment, n, seed=seed, epoch=epoch)
         # Accumulate on-device; a .item() per batch would force a GPU sync every step.
         loss_sum = torch.zeros((), device=device)
-        for idx in order.split(batch_size):
-            loss = _train_step(model, optimizer, images_dev[idx], labels_dev[idx])
+        for b, idx in enumerate(order.split(batch_size)):
+            if recipe.schedule != "constant":
+                step = epoch * batches_per_epoch + b
+                _set_lr(optimizer, recipe, step=step, total=cycle_steps)
+            x = _augmented(images_dev[idx], draws, b * batch_size, device)
+            loss = _train_step(model, optimizer, x, labels_dev[idx], recipe.label_smoothing)
             loss_sum += loss.detach() * idx.numel()
             done += 1
             if on_batch is not None:
@@ -96,11 +122,33 @@ def train_epochs(
     return losses
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, recipe: Recipe, *, step: int, total: int) -> None:
+    lr = lr_at(recipe.schedule, recipe.lr, step=step, total=total, warmup=recipe.warmup)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _augmented(
+    x_u8: torch.Tensor, draws: aug.EpochDraws, start: int, device: torch.device
+) -> torch.Tensor:
+    """The batch at positions ``start..`` of the epoch order, augmented by those positions' draws."""
+    if draws.offsets is None and draws.flips is None:
+        return x_u8
+    end = start + x_u8.shape[0]
+    offsets = draws.offsets[start:end].to(device) if draws.offsets is not None else None
+    flips = draws.flips[start:end].to(device) if draws.flips is not None else None
+    return aug.apply(x_u8, offsets, flips)
+
+
 def _train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x_u8: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x_u8: torch.Tensor,
+    y: torch.Tensor,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(to_model_input(x_u8)), y)
+    loss = F.cross_entropy(model(to_model_input(x_u8)), y, label_smoothing=label_smoothing)
     loss.backward()
     optimizer.step()
     return loss
