@@ -149,6 +149,7 @@ def test_files_forgotten_from_an_imported_model(
             "state_dict_path": str(path),
             "image_size": 16,
             "seed": 3,
+            "norm": "batch",  # trained here with the recommended recipe's batch norm
         },
     )
     assert model["status"] == "ready", model

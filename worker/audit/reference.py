@@ -22,9 +22,10 @@ from worker.audit.context import AuditContext
 from worker.audit.evalsets import EvalSets, Stage, accuracy
 from worker.constituents import derived_seed, fresh_constituent
 from worker.flows.common import device
+from worker.flows.training import engine_recipe
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import predict_proba
-from worker.training.trainer import Recipe, make_optimizer, train_epochs
+from worker.training.trainer import make_optimizer, train_epochs
 
 __all__ = ["NO_REFERENCE_NOTE", "gap_section", "reference_wanted", "train_reference"]
 
@@ -66,7 +67,7 @@ def train_reference(session: Session, ctx: AuditContext, sets: EvalSets) -> tupl
     dev = device(settings)
     began = time.perf_counter()
     net = fresh_constituent(model, 0).to(dev)
-    training = Recipe(**recipe.training.model_dump())
+    training = engine_recipe(recipe.training)  # the same recipe the model was trained with
     train_epochs(
         net,
         make_optimizer(net, training),
@@ -76,6 +77,7 @@ def train_reference(session: Session, ctx: AuditContext, sets: EvalSets) -> tupl
         batch_size=training.batch_size,
         seed=derived_seed(recipe.seed, 0, 0),
         device=dev,
+        recipe=training,
     )
     seconds = time.perf_counter() - began
     proba = predict_proba(net, sets.images, device=dev).numpy().astype(np.float64)
