@@ -1,18 +1,28 @@
 """Forgetting random files from one monolithic model: every method against the exact retrain.
 
 The NeurIPS 2023 unlearning challenge's setting at CPU scale: a seeded CIFAR-10 subset from
-../shared/datasets, one ``small_cnn`` (the service's three-conv SISA-paper CNN) trained here with
-the service's recipe (SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64; ``--lr 0.01
---name file_forgetting_lr001`` trains both at a lower rate), then, for each
+../shared/datasets, one ``small_cnn`` (the service's three-conv SISA-paper CNN) trained here, then, for each
 seed, a random 10% of its training files forgotten by every method from the same starting
-weights, and by the exact retrain (same recipe, from scratch, without them).
+weights, and by the exact retrain (same recipe and seed, from scratch, without them).
+
+Recipes of the base model and the retrain (``--recipe``):
+
+* ``memorise`` (default): batch norm and the one-cycle schedule of the service's recommended
+  small_cnn recipe (peak lr 0.1), without augmentation. The model converges and fits its
+  training images clearly better than unseen ones, so the membership attack has a signal to
+  remove and a method's fine-tuning cannot simply improve an under-trained model.
+* ``historical``: the service's original recipe (no normalisation, constant lr 0.05, no
+  augmentation), which leaves this small set's model under-trained; written to
+  ``file_forgetting_historical.json``.
+
+``--lr`` overrides the recipe's (peak) rate. Methods fine-tune with their own configurations.
 
 Per run: forget / retain / test accuracy, the loss-threshold and logistic-regression membership
 attacks (forget set vs the held-out test split, ROC AUC), CPU and wall time (one torch thread;
 the speed-up over the retrain is of CPU seconds, which other jobs on the machine do not inflate), and the average gap to the retrain (mean |difference| over forget, retain and test
 accuracy and the loss-threshold MIA AUC, in points, as the SalUn and AMUN papers report it).
 
-    nice -n 15 env OMP_NUM_THREADS=1 python -m bench.file_forgetting [--seeds 3]
+    nice -n 15 env OMP_NUM_THREADS=1 python -m bench.file_forgetting [--seeds 3] [--recipe R]
 
 Writes bench/results/file_forgetting.json and the per-method summary that GET /v1/methods
 serves (app/core/methods/measured_file_forgetting.json).
@@ -82,29 +92,45 @@ def load_split(root: Path, split: str, per_class: int, seed: int) -> tuple[torch
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
+def _memorise() -> dict[str, Any]:
+    from app.core.recipe import RECOMMENDED
+
+    return {**RECOMMENDED["small_cnn"], "augment": "none"}
+
+
+# name -> recipe fields (norm included) of the base model and the retrain
+RECIPES: dict[str, dict[str, Any]] = {
+    "memorise": _memorise(),
+    "historical": {"lr": 0.05, "batch_size": BATCH, "norm": None},  # Recipe() defaults
+}
+RECIPE: dict[str, Any] = RECIPES["memorise"]  # set by --recipe / --lr
+BASE_SEED = 0  # of the base model and of every retrain
+
+
 def fresh_model(seed: int) -> torch.nn.Module:
     from worker.training.architectures import build_model
 
     torch.manual_seed(seed)
-    return build_model("small_cnn", num_classes=10, in_channels=3, image_size=32)
-
-
-LR = 0.05  # the service's default rate; see --lr
+    return build_model(
+        "small_cnn", num_classes=10, in_channels=3, image_size=32, norm=RECIPE.get("norm")
+    )
 
 
 def train(x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.nn.Module:
     from worker.training.trainer import Recipe, make_optimizer, train_epochs
 
+    recipe = Recipe(**{k: v for k, v in RECIPE.items() if k != "norm"})
     model = fresh_model(seed)
     train_epochs(
         model,
-        make_optimizer(model, Recipe(lr=LR, batch_size=BATCH)),
+        make_optimizer(model, recipe),
         x,
         y,
         epochs=EPOCHS,
-        batch_size=BATCH,
+        batch_size=recipe.batch_size,
         seed=seed,
         device=CPU,
+        recipe=recipe,
     )
     return model.eval()
 
@@ -183,7 +209,7 @@ def one_seed(base: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, test, seed
     forget[torch.randperm(len(y), generator=gen)[: round(FORGET_FRACTION * len(y))]] = True
     split = {"forget": (x[forget], y[forget]), "retain": (x[~forget], y[~forget]), "test": test}
     clock = Clock()
-    retrain = train(x[~forget], y[~forget], seed)
+    retrain = train(x[~forget], y[~forget], BASE_SEED)
     retrain_s, retrain_wall = clock.stop()
     rows = {"original": {**evaluate(base, split), "seconds": 0.0, "wall_seconds": 0.0}}
     rows["retrain"] = {
@@ -242,8 +268,28 @@ def verdicts(summary: dict[str, dict[str, Any]], methods: list[str]) -> dict[str
     return out
 
 
-def markdown(summary: dict[str, dict[str, Any]], names: list[str]) -> str:
+def base_fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, test) -> dict[str, float]:
+    """The base model's accuracy (%) on all its training images and on the test split: how much
+    it memorised, i.e. how much signal the membership attack has."""
+    return {
+        "train_acc": round(100.0 * float((proba(model, x).argmax(1) == y.numpy()).mean()), 2),
+        "test_acc": round(
+            100.0 * float((proba(model, test[0]).argmax(1) == test[1].numpy()).mean()), 2
+        ),
+    }
+
+
+def caption(recipe_name: str, fit: dict[str, float]) -> str:
+    return (
+        f"Base model ({recipe_name} recipe): {fit['train_acc']:.1f}% train, "
+        f"{fit['test_acc']:.1f}% test accuracy."
+    )
+
+
+def markdown(summary: dict[str, dict[str, Any]], names: list[str], head: str) -> str:
     lines = [
+        head,
+        "",
         "| method | forget acc | retain acc | test acc | MIA AUC (loss) | MIA AUC (LR) "
         "| CPU s | speed-up (CPU) | avg gap to retrain (pts) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -263,15 +309,20 @@ def markdown(summary: dict[str, dict[str, Any]], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(summary: dict[str, dict[str, Any]], methods: list[str], seeds: int) -> None:
+def write_summary(
+    summary: dict[str, dict[str, Any]], methods: list[str], seeds: int, fit: dict[str, float]
+) -> None:
     """The per-method figures GET /v1/methods serves (committed with the results)."""
     body = {
         "source": "bench/results/file_forgetting.json (python -m bench.file_forgetting)",
         "setting": (
             f"CIFAR-10 subset ({10 * TRAIN_PER_CLASS} train, {10 * TEST_PER_CLASS} test), "
-            f"small_cnn, random {int(100 * FORGET_FRACTION)}% of training files forgotten, "
+            f"small_cnn with batch norm, one-cycle schedule, no augmentation (base model "
+            f"{fit['train_acc']:.1f}% train / {fit['test_acc']:.1f}% test accuracy), random "
+            f"{int(100 * FORGET_FRACTION)}% of training files forgotten, "
             f"{seeds} seed(s), default configurations"
         ),
+        "base_model": fit,
         "methods": {
             name: {
                 "gap_to_retrain_points": summary[name]["gap_to_retrain"],
@@ -284,9 +335,9 @@ def write_summary(summary: dict[str, dict[str, Any]], methods: list[str], seeds:
     SUMMARY.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
-def set_lr(lr: float) -> None:
-    global LR
-    LR = lr
+def set_recipe(name: str, lr: float | None) -> None:
+    global RECIPE
+    RECIPE = {**RECIPES[name], **({"lr": lr} if lr is not None else {})}
 
 
 def main() -> None:
@@ -295,35 +346,48 @@ def main() -> None:
     parser.add_argument("--method", action="append", help="only these methods")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--lr", type=float, default=LR, help="SGD rate of the base model and the retrain"
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="memorise",
+        help="training recipe of the base model and the retrain",
     )
-    parser.add_argument("--name", default="file_forgetting", help="results file name")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="(peak) SGD rate of the base model and retrain"
+    )
+    parser.add_argument("--name", default=None, help="results file name")
     args = parser.parse_args()
-    set_lr(args.lr)
+    set_recipe(args.recipe, args.lr)
+    name = args.name or (
+        "file_forgetting" if args.recipe == "memorise" else f"file_forgetting_{args.recipe}"
+    )
     torch.set_num_threads(args.threads)
     methods = args.method or [*METHODS, *(f"{m}@fast" for m in METHODS)]
     root = unpack("cifar10")
     x, y = load_split(root, "train", TRAIN_PER_CLASS, seed=0)
     test = load_split(root, "test", TEST_PER_CLASS, seed=0)
     began = time.perf_counter()
-    base = train(x, y, seed=0)
+    base = train(x, y, seed=BASE_SEED)
     base_s = time.perf_counter() - began
+    fit = base_fit(base, x, y, test)
+    print(caption(args.recipe, fit), flush=True)
     runs = [one_seed(base, x, y, test, seed, methods) for seed in range(args.seeds)]
     names = ["original", "retrain", *methods]
     summary = summarise(runs, names)
-    table = markdown(summary, names)
+    table = markdown(summary, names, caption(args.recipe, fit))
     payload = {
         "setting": {
             "dataset": "cifar10 (shared/datasets/cifar10-jpeg.tar.gz), seeded subset",
             "train": len(y),
             "test": len(test[1]),
             "architecture": "small_cnn",
-            "recipe": {"epochs": EPOCHS, "batch_size": BATCH, "sgd_lr": LR, "momentum": 0.9},
+            "recipe_name": args.recipe,
+            "recipe": {"epochs": EPOCHS, "seed": BASE_SEED, **RECIPE},
             "forget_fraction": FORGET_FRACTION,
             "seeds": args.seeds,
             "base_train_seconds": base_s,
             "threads": args.threads,
         },
+        "base_model": fit,
         "targets": {"gap_to_retrain_points": TARGET_GAP, "speedup": TARGET_SPEEDUP},
         "configs": {"default": "each method's registered defaults", "fast": FAST},
         "runs": runs,
@@ -331,9 +395,9 @@ def main() -> None:
         "verdicts": verdicts(summary, methods),
         "table": table,
     }
-    path = write_result(args.name, payload)
-    if args.method is None and args.name == "file_forgetting":
-        write_summary(summary, methods, args.seeds)
+    path = write_result(name, payload)
+    if args.method is None and name == "file_forgetting":
+        write_summary(summary, methods, args.seeds, fit)
     print(table)
     print(json.dumps(payload["verdicts"], indent=1))
     print(f"written to {path}")
