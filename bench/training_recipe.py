@@ -48,6 +48,7 @@ RUNS: dict[str, tuple[str, dict[str, Any], int, int, int]] = {
     "new_30_s0": ("small_cnn", _new("small_cnn"), 30, 0, 500),
     "noaug_15_s0": ("small_cnn", _new("small_cnn", augment="none"), 15, 0, 500),
     "flip_15_s0": ("small_cnn", _new("small_cnn", augment="flip"), 15, 0, 500),
+    "flip_30_s0": ("small_cnn", _new("small_cnn", augment="flip"), 30, 0, 500),
     "lr02_15_s0": ("small_cnn", _new("small_cnn", lr=0.2), 15, 0, 500),
     "resnet18_new_10_s0": ("resnet18", _new("resnet18"), 10, 0, 50),
     "resnet18_memorise_10_s0": ("resnet18", _new("resnet18", augment="none"), 10, 0, 50),
