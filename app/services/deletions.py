@@ -250,8 +250,10 @@ def _resolve_target(
         samples, identical_copies = with_identical_copies(session, model.dataset_id, named)
         return samples, [], identical_copies
     assert class_names is not None
-    retired, samples = _class_targets(session, model, version, class_names)
-    return samples, retired, []
+    retired, class_samples = _class_targets(session, model, version, class_names)
+    # Content, not a label: a byte-identical copy filed under a kept class is the same image.
+    samples, identical_copies = with_identical_copies(session, model.dataset_id, class_samples)
+    return samples, retired, identical_copies
 
 
 def create_deletion_request(
