@@ -53,3 +53,27 @@ def load_constituents(
         load_checkpoint(store.get(CHECKPOINTS, checkpoint.key), net, None, map_location="cpu")
         constituents.append(net.to(device).eval())
     return constituents
+
+
+def purge_version(session: Session, store: LocalStore, version: ModelVersion) -> int:
+    """Drop the weights of a version that will never serve (refused, failed, missed): its
+    records are marked purged and each blob no live record shares is deleted (the parent's own
+    checkpoints, which a reused slot points at, stay until an erasure purges them).
+    Returns how many records were purged."""
+    keys = set()
+    rows = session.scalars(
+        select(Checkpoint).where(Checkpoint.version_id == version.id, Checkpoint.purged.is_(False))
+    ).all()
+    for checkpoint in rows:
+        checkpoint.purged = True
+        keys.add(checkpoint.key)
+    session.flush()
+    for key in keys:
+        still_used = session.scalar(
+            select(Checkpoint.id)
+            .where(Checkpoint.key == key, Checkpoint.purged.is_(False))
+            .limit(1)
+        )
+        if still_used is None:
+            store.delete(CHECKPOINTS, key)
+    return len(rows)

@@ -58,3 +58,49 @@ def test_a_class_target_forgets_its_images_copied_under_another_class(
     copies = _samples_with_hash(sha)
     assert len(copies) == 2 and {s.state for s in copies} == {"deleted"}
     assert not {s.id for s in copies} & _current_manifest(model["id"])
+
+
+def _checkpoints(model_id: int, number: int) -> list[Checkpoint]:
+    with session_scope() as session:
+        version = session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model_id, ModelVersion.number == number
+            )
+        )
+        assert version is not None
+        return list(
+            session.scalars(select(Checkpoint).where(Checkpoint.version_id == version.id)).all()
+        )
+
+
+def test_a_refused_version_keeps_the_files_but_not_its_weights(
+    sqlite_service, tiny_dataset: Path
+) -> None:
+    """Fine-tuning with a wrecking learning rate is refused by the retained-accuracy guard. Its
+    weights came from a parent that saw the data and will never serve, so they are purged; the
+    parent's stay (it is still current) and so does the file, for a retry."""
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(
+        dataset["id"], name="mono", shards=1, slices=1, epochs_per_slice=8
+    )
+    victim = sorted((tiny_dataset / "train" / "elephant").iterdir())[0]
+    parent_keys = {c.key for c in _checkpoints(model["id"], 1)}
+
+    refused = service.forget(
+        {
+            "model": model["id"],
+            "filenames": [victim.name],
+            "method": "finetune",
+            "method_config": {"epochs": 1, "batch_size": 32, "lr": 1.0},
+        }
+    )
+
+    assert refused["status"] == "failed", refused
+    assert "retained classes fell" in refused["status_reason"]
+    assert victim.exists()
+    own = [c for c in _checkpoints(model["id"], 2) if c.key not in parent_keys]
+    assert own, "the refused version trained weights of its own"
+    assert all(c.purged for c in own)
+    assert not any(store().exists(CHECKPOINTS, c.key) for c in own)
+    assert all(store().exists(CHECKPOINTS, key) for key in parent_keys)

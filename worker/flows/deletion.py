@@ -27,7 +27,7 @@ from app.db.session import session_scope
 from app.services import events
 from app.services.versions import create_child_version
 from app.settings import get_settings
-from worker.constituents import CHECKPOINTS
+from worker.constituents import CHECKPOINTS, purge_version
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows.common import log, now, store, touch_model
 from worker.flows.guards import judge_new_version
@@ -260,8 +260,9 @@ def _judge(version: ModelVersion, requests: list[DeletionRequest]) -> str | None
 
 
 def refuse_batch(version: ModelVersion, requests: list[DeletionRequest], reason: str) -> None:
-    """The new version failed its proof or a guard: it is never made current, its requests fail
-    with the reason, their files stay (a later request may erase them) and the model is freed."""
+    """The new version failed its proof or a guard: it is never made current and its weights
+    are purged, its requests fail with the reason, their files stay (a retry or a later request
+    may erase them) and the model is freed."""
     with session_scope() as session:
         for request in requests:
             live = session.get(DeletionRequest, request.id)
@@ -274,6 +275,9 @@ def refuse_batch(version: ModelVersion, requests: list[DeletionRequest], reason:
         assert live_version is not None
         live_version.status = VersionStatus.FAILED
         live_version.status_reason = reason
+        # The files stay for a retry, but not these weights: a retry builds a new version, and
+        # a refused one may still encode the data (an approximate method, a failed proof).
+        purge_version(session, store(), live_version)
         session.execute(update(Model).where(Model.id == version.model_id).values(active_batch=None))
     log.warning("model %s version %s refused: %s", version.model_id, version.number, reason)
 
@@ -391,6 +395,7 @@ def fail_batch(version_id: int, reason: str) -> int | None:
         if model is not None and model.current_version_id != version.id:
             version.status = VersionStatus.FAILED
             version.status_reason = version.status_reason or reason
+            purge_version(session, store(), version)  # never served: see refuse_batch
         for request in session.scalars(
             select(DeletionRequest).where(DeletionRequest.result_version_id == version_id)
         ).all():

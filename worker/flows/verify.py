@@ -35,7 +35,7 @@ from app.db.models import (
 from app.db.session import session_scope
 from app.repositories.samples import active_validation_ids
 from app.settings import get_settings
-from worker.constituents import CHECKPOINTS, load_constituents
+from worker.constituents import load_constituents, purge_version
 from worker.flows.common import device, log, now, store
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import aggregate, predict_proba
@@ -210,27 +210,6 @@ def _next_step(request: DeletionRequest) -> tuple[str, dict[str, Any], int] | No
     return RETRAIN, retrain.config_model().model_dump(mode="json"), step + 1
 
 
-def _purge_attempt(session: Session, version: ModelVersion) -> None:
-    """A missed attempt is never served, and its weights came from a parent that saw the
-    data: its records are marked purged and every blob no live record shares is deleted (the
-    parent's own checkpoints, which it points at, stay until the erasure purges them)."""
-    keys = set()
-    for checkpoint in session.scalars(
-        select(Checkpoint).where(Checkpoint.version_id == version.id, Checkpoint.purged.is_(False))
-    ).all():
-        checkpoint.purged = True
-        keys.add(checkpoint.key)
-    session.flush()
-    for key in keys:
-        still_used = session.scalar(
-            select(Checkpoint.id)
-            .where(Checkpoint.key == key, Checkpoint.purged.is_(False))
-            .limit(1)
-        )
-        if still_used is None:
-            store().delete(CHECKPOINTS, key)
-
-
 def escalate_batch(
     version: ModelVersion, requests: Sequence[DeletionRequest], verdict: Verdict
 ) -> bool:
@@ -257,7 +236,7 @@ def escalate_batch(
             request.result_version_id = None
         live_version = session.get(ModelVersion, version.id)
         assert live_version is not None
-        _purge_attempt(session, live_version)
+        purge_version(session, store(), live_version)
         live_version.status = VersionStatus.FAILED
         live_version.status_reason = f"missed its targets, escalated: {verdict.describe()}"
         session.execute(update(Model).where(Model.id == version.model_id).values(active_batch=None))
