@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -259,9 +260,28 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+# At most one open request per (model, external_id), whoever sent it: the database refuses a
+# concurrent duplicate that a check before the insert would let through.
+_OPEN_EXTERNAL_ID = text(
+    "external_id IS NOT NULL AND status IN ("
+    + ", ".join(f"'{state.value}'" for state in OPEN_REQUEST_STATES)
+    + ")"
+)
+
+
 class DeletionRequest(Base):
     __tablename__ = "deletion_requests"
-    __table_args__ = (Index("ix_requests_model_status", "model_id", "status"),)
+    __table_args__ = (
+        Index("ix_requests_model_status", "model_id", "status"),
+        Index(
+            "uq_requests_open_external_id",
+            "model_id",
+            "external_id",
+            unique=True,
+            sqlite_where=_OPEN_EXTERNAL_ID,
+            postgresql_where=_OPEN_EXTERNAL_ID,
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
@@ -282,6 +302,11 @@ class DeletionRequest(Base):
     base_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     result_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # Set on a request made for another model of the same dataset, so that a file erased for
+    # the linked request is gone from every model: see app.services.shared_erasure.
+    linked_to: Mapped[str | None] = mapped_column(
+        ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+    )
     # Seconds per phase (queued, claim, retrain per shard, evaluation, audit, erasure, total),
     # written by the worker as each phase ends: see worker.flows.timings.
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)

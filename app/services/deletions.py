@@ -326,7 +326,8 @@ def create_deletion_request(
 
 def _store(session: Session, request: DeletionRequest) -> DeletionRequest:
     """Insert ``request``; or, when a concurrent call with the same Idempotency-Key stored its
-    request first (the unique key refuses this one), that call's request, as a replay."""
+    request first (the unique key refuses this one), that call's request, as a replay. An open
+    request of the model with the same external_id (the partial unique index) is a 409."""
     session.add(request)
     try:
         session.flush()
@@ -334,9 +335,12 @@ def _store(session: Session, request: DeletionRequest) -> DeletionRequest:
         session.rollback()
         key, fingerprint = request.idempotency_key, request.request_fingerprint
         existing = _replay(session, key, fingerprint) if key else None
-        if existing is None:
+        if existing is not None:
+            return existing
+        conflict = lifecycle.duplicate_conflict(session, request)
+        if conflict is None:
             raise
-        return existing
+        raise conflict from None
     return request
 
 

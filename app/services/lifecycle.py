@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -51,28 +52,9 @@ def admit_new_request(
     deadline_days: int | None,
     default_days: int,
 ) -> None:
-    """After a new request is stored (before the commit): refuse a duplicate, set its
-    deadline, hold it for approval where the model asks, and record its first events."""
-    if request.external_id:
-        duplicate = session.scalar(
-            select(DeletionRequest.id)
-            .where(
-                DeletionRequest.model_id == request.model_id,
-                DeletionRequest.external_id == request.external_id,
-                # Per caller key: another caller's requests must stay invisible to this one.
-                DeletionRequest.owner_key_id.is_(None)
-                if request.owner_key_id is None
-                else DeletionRequest.owner_key_id == request.owner_key_id,
-                DeletionRequest.status.in_(OPEN_REQUEST_STATES),
-                DeletionRequest.id != request.id,
-            )
-            .limit(1)
-        )
-        if duplicate is not None:
-            raise Conflict(
-                f"external_id already names open request {duplicate} of this model",
-                existing_request_id=duplicate,
-            )
+    """After a new request is stored (before the commit): set its deadline, hold it for
+    approval where the model asks, and record its first events. (A duplicate external_id was
+    refused when it was stored: see duplicate_conflict.)"""
     days = deadline_days if deadline_days is not None else default_days
     if not 1 <= days <= MAX_DEADLINE_DAYS:
         raise InvalidInput(f"deadline_days must be between 1 and {MAX_DEADLINE_DAYS}, got {days}")
@@ -85,6 +67,31 @@ def admit_new_request(
         request.status_reason = "waits for an operator's approval"
         events.record(session, request, "pending_approval")
     session.flush()
+
+
+def duplicate_conflict(session: Session, request: DeletionRequest) -> Conflict | None:
+    """The 409 for a request whose external_id names an open request of the same model, from
+    any caller (the unique index on open (model, external_id) refused the insert); None when
+    that is not why it was refused. Only the caller that owns the open request learns its id."""
+    if not request.external_id:
+        return None
+    duplicate = session.execute(
+        select(DeletionRequest.id, DeletionRequest.owner_key_id)
+        .where(
+            DeletionRequest.model_id == request.model_id,
+            DeletionRequest.external_id == request.external_id,
+            DeletionRequest.status.in_(OPEN_REQUEST_STATES),
+        )
+        .limit(1)
+    ).first()
+    if duplicate is None:
+        return None
+    if duplicate.owner_key_id == request.owner_key_id:
+        return Conflict(
+            f"external_id already names open request {duplicate.id} of this model",
+            existing_request_id=duplicate.id,
+        )
+    return Conflict("external_id already names an open request of this model (another caller's)")
 
 
 def _move(
@@ -135,20 +142,26 @@ def deny(session: Session, request: DeletionRequest, caller: Principal, reason: 
 def retry(session: Session, request: DeletionRequest, caller: Principal) -> None:
     """A new attempt of a failed request under the same id (the failed one stays on record)."""
     previous_reason, attempt = request.status_reason, request.attempt or 1
-    _move(
-        session,
-        request,
-        (RequestStatus.FAILED,),
-        "retry",
-        status=RequestStatus.RECEIVED,
-        status_reason=None,
-        attempt=attempt + 1,
-        result_version_id=None,
-        batch_id=None,
-        enqueued_at=None,
-        completed_at=None,
-        timings={},
-    )
+    try:
+        with session.begin_nested():  # reopening it may meet an open twin's external_id
+            _move(
+                session,
+                request,
+                (RequestStatus.FAILED,),
+                "retry",
+                status=RequestStatus.RECEIVED,
+                status_reason=None,
+                attempt=attempt + 1,
+                result_version_id=None,
+                batch_id=None,
+                enqueued_at=None,
+                completed_at=None,
+                timings={},
+            )
+    except IntegrityError:
+        raise duplicate_conflict(session, request) or Conflict(
+            "cannot retry: the request conflicts with an open one"
+        ) from None
     events.record(
         session,
         request,

@@ -202,7 +202,9 @@ def test_requesters_see_only_their_own_requests(sqlite_service, tiny_dataset: Pa
         json={**body, "external_id": "alice@example.com"},
         headers={"Idempotency-Key": "ticket-alice-1"},
     )
-    assert replay.status_code == 202 and replay.json()["id"] != request["id"]
+    # One open request per (model, external_id), whoever sends it; bob is not told its id.
+    assert replay.status_code == 409, replay.text
+    assert request["id"] not in replay.text and "existing_request_id" not in replay.json()
     again = alice.post(
         "/v1/deletion-requests",
         json={**body, "external_id": "alice@example.com"},
@@ -213,7 +215,7 @@ def test_requesters_see_only_their_own_requests(sqlite_service, tiny_dataset: Pa
 
     # Staff roles see every request, with its external_id; the auditor only reads.
     operator, auditor = service.client_for("operator"), service.client_for("auditor")
-    assert operator.get("/v1/deletion-requests").json()["total"] == 2
+    assert operator.get("/v1/deletion-requests").json()["total"] == 1
     assert auditor.get(url).json()["external_id"] == "alice@example.com"
     assert auditor.post(f"{url}/cancel").status_code == 403
     assert operator.post(f"{url}/cancel").json()["status"] == "cancelled"
