@@ -28,7 +28,7 @@ from app.db.models import (
     Sample,
     SampleState,
 )
-from app.services import events, lifecycle
+from app.services import events, lifecycle, shared_erasure
 from app.services.data_roots import MAX_LISTED, clip
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.models import get_model
@@ -396,7 +396,14 @@ def list_requests(
 
 
 def cancel_request(session: Session, request: DeletionRequest) -> None:
-    """Cancel a request no worker has claimed; a conditional UPDATE so a claim cannot race it."""
+    """Cancel a request no worker has claimed; a conditional UPDATE so a claim cannot race it.
+    A linked request goes with the request it serves (cancelling it alone would keep the
+    files of that request forever)."""
+    if request.linked_to is not None:
+        raise Conflict(
+            f"this request erases the data of request {request.linked_to} from another model; "
+            "cancel that request instead"
+        )
     result = session.execute(
         update(DeletionRequest)
         .where(
@@ -418,6 +425,14 @@ def cancel_request(session: Session, request: DeletionRequest) -> None:
         )
     session.refresh(request)
     events.record(session, request, "cancelled")
+    shared_erasure.follow(
+        session,
+        request,
+        "cancelled",
+        before=(RequestStatus.PENDING_APPROVAL, RequestStatus.RECEIVED, RequestStatus.QUEUED),
+        after=RequestStatus.CANCELLED,
+        reason=f"cancelled with request {request.id}",
+    )
 
 
 def target_hashes(session: Session, request_id: str) -> list[str]:

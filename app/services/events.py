@@ -23,6 +23,7 @@ EVENT_KINDS = (
     "queued",
     "running",
     "audited",
+    "files_held",
     "files_erased",
     "completed",
     "failed",

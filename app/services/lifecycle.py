@@ -21,7 +21,7 @@ from app.db.models import (
     VersionShard,
     as_utc,
 )
-from app.services import events
+from app.services import events, shared_erasure
 from app.services.api_keys import Principal
 from app.services.errors import Conflict, InvalidInput
 
@@ -123,6 +123,14 @@ def approve(session: Session, request: DeletionRequest, caller: Principal, reaso
         status_reason=None,
     )
     events.record(session, request, "approved", by=caller.name, key_id=caller.key_id, reason=reason)
+    shared_erasure.follow(
+        session,
+        request,
+        "approved",
+        before=(RequestStatus.PENDING_APPROVAL,),
+        after=RequestStatus.RECEIVED,
+        reason=None,
+    )
 
 
 def deny(session: Session, request: DeletionRequest, caller: Principal, reason: str) -> None:
@@ -137,6 +145,14 @@ def deny(session: Session, request: DeletionRequest, caller: Principal, reason: 
         completed_at=now(),
     )
     events.record(session, request, "denied", by=caller.name, key_id=caller.key_id, reason=reason)
+    shared_erasure.follow(
+        session,
+        request,
+        "denied",
+        before=(RequestStatus.PENDING_APPROVAL,),
+        after=RequestStatus.DENIED,
+        reason=f"denied with request {request.id}: {reason}",
+    )
 
 
 def retry(session: Session, request: DeletionRequest, caller: Principal) -> None:

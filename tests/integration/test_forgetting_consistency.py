@@ -81,9 +81,7 @@ def test_a_refused_version_keeps_the_files_but_not_its_weights(
     parent's stay (it is still current) and so does the file, for a retry."""
     service = sqlite_service
     dataset = service.register_dataset(tiny_dataset)
-    model = service.train_model(
-        dataset["id"], name="mono", shards=1, slices=1, epochs_per_slice=8
-    )
+    model = service.train_model(dataset["id"], name="mono", shards=1, slices=1, epochs_per_slice=8)
     victim = sorted((tiny_dataset / "train" / "elephant").iterdir())[0]
     parent_keys = {c.key for c in _checkpoints(model["id"], 1)}
 
@@ -104,3 +102,82 @@ def test_a_refused_version_keeps_the_files_but_not_its_weights(
     assert all(c.purged for c in own)
     assert not any(store().exists(CHECKPOINTS, c.key) for c in own)
     assert all(store().exists(CHECKPOINTS, key) for key in parent_keys)
+
+
+def _request(service, request_id: str) -> dict:  # type: ignore[no-untyped-def]
+    return service.client.get(f"/v1/deletion-requests/{request_id}").json()
+
+
+def test_a_file_shared_by_two_models_is_erased_once_both_have_forgotten_it(
+    sqlite_service, tiny_dataset: Path
+) -> None:
+    """Models a and b trained on one dataset. Erasing a file for a creates a linked request
+    for b; the file stays (b still trains on it) and a's request waits, `verifying`, until b
+    has retrained without it; b's erasure then erases it and completes both. b's later
+    retrains and audits never meet an erased file, and no old weights of either model that
+    saw it are left."""
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    a = service.train_model(dataset["id"], name="a")
+    b = service.train_model(dataset["id"], name="b", seed=11)
+    victim = sorted((tiny_dataset / "train" / "bear").iterdir())[0]
+    sha = _sha(victim)
+
+    asked = service.submit({"model": a["id"], "filenames": [str(victim.relative_to(tiny_dataset))]})
+    (link,) = asked["plan"]["linked_requests"]
+    assert link["model"] == b["id"]
+    linked = _request(service, link["request"])
+    assert linked["plan"]["linked_to"] == asked["id"] and linked["method"] == "sisa"
+    assert linked["due_at"] == asked["due_at"]
+    # A linked request goes with the request it serves: it cannot be cancelled alone.
+    refused = service.client.post(f"/v1/deletion-requests/{link['request']}/cancel")
+    assert refused.status_code == 409 and asked["id"] in refused.json()["detail"]
+
+    service.run_worker(a["id"])
+    waiting = _request(service, asked["id"])
+    assert waiting["status"] == "verifying", waiting
+    assert "kept until the other models" in waiting["status_reason"]
+    assert victim.exists()  # b still serves a version trained on it
+    (sample,) = _samples_with_hash(sha)
+    assert sample.state == "active" and sample.id not in _current_manifest(a["id"])
+
+    service.run_worker(b["id"])
+    for request_id in (asked["id"], link["request"]):
+        done = _request(service, request_id)
+        assert done["status"] == "completed", done
+    assert not victim.exists()
+    (sample,) = _samples_with_hash(sha)
+    assert sample.state == "deleted"
+    assert sample.id not in _current_manifest(b["id"])
+    kinds = [
+        e["kind"]
+        for e in service.client.get(f"/v1/deletion-requests/{asked['id']}/events").json()["events"]
+    ]
+    assert kinds[-3:] == ["files_held", "files_erased", "completed"], kinds
+    # Every checkpoint of either model that trained on the file is purged, its blob deleted.
+    with session_scope() as session:
+        stale = session.scalars(
+            select(Checkpoint)
+            .join(ManifestEntry, ManifestEntry.version_id == Checkpoint.version_id)
+            .where(
+                ManifestEntry.sample_id == sample.id,
+                Checkpoint.shard == ManifestEntry.shard,
+                Checkpoint.slice >= ManifestEntry.slice,
+            )
+        ).all()
+        assert {c.version_id for c in stale} and all(c.purged for c in stale)
+        assert not any(store().exists(CHECKPOINTS, c.key) for c in stale)
+
+    # b's later retrain and audit work: the erased sample is in none of its training sets.
+    other = sorted((tiny_dataset / "train" / "zebra").iterdir())[0]
+    later = service.submit({"model": b["id"], "filenames": [str(other.relative_to(tiny_dataset))]})
+    (back,) = later["plan"]["linked_requests"]  # a trained on that file too
+    assert back["model"] == a["id"]
+    service.run_worker(b["id"])
+    service.run_worker(a["id"])
+    for request_id in (later["id"], back["request"]):
+        done = _request(service, request_id)
+        assert done["status"] == "completed", done
+    assert not other.exists()
+    report = service.client.get(f"/v1/deletion-requests/{later['id']}/report")
+    assert report.status_code == 200 and report.json()["report"]["lineage"]["verified"] is True

@@ -29,6 +29,7 @@ from app.services.versions import create_child_version
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS, purge_version
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
+from worker.flows import shared_erasure as shared
 from worker.flows.common import log, now, store, touch_model
 from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
@@ -232,6 +233,23 @@ def purge_superseded_checkpoints(
     return purged
 
 
+def purge_dataset_checkpoints(session: Session, dataset_id: int, sample_ids: list[int]) -> int:
+    """Erased samples leave no weights behind in any model of the dataset: each model's
+    checkpoints trained on them, other than its current version's, are purged."""
+    if not sample_ids:
+        return 0
+    purged = 0
+    for current_id in session.scalars(
+        select(Model.current_version_id).where(
+            Model.dataset_id == dataset_id, Model.current_version_id.is_not(None)
+        )
+    ).all():
+        current = session.get(ModelVersion, current_id)
+        assert current is not None
+        purged += purge_superseded_checkpoints(session, current, sample_ids)
+    return purged
+
+
 def _begin_verifying(version: ModelVersion) -> list[DeletionRequest]:
     with session_scope() as session:
         requests = list(
@@ -314,8 +332,13 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
     with session_scope() as session:
         # Re-read, not merge: the detached copies hold the state from before the audits.
         current = [session.get(DeletionRequest, r.id) for r in requests]
+        counts = {r.id: forget_samples(session, r.id, erasing) for r in current if r is not None}
+        held = shared.unerased_targets(session, list(counts))
         for request in (r for r in current if r is not None):
-            count = forget_samples(session, request.id, erasing)
+            count = counts[request.id]
+            if held.get(request.id):
+                shared.hold(session, request, version.number, count, held[request.id])
+                continue
             request.status = RequestStatus.COMPLETED
             request.completed_at = now()
             request.status_reason = f"forgotten in version {version.number}; {count} files erased"
@@ -330,14 +353,17 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
                 manifest_sha256=version.manifest_sha256,
             )
         version = session.merge(version)
-        purged = purge_superseded_checkpoints(session, version, sorted(erasing))
         model = session.get(Model, version.model_id)
         assert model is not None
+        released = shared.complete_released(session, model.dataset_id)
+        purged = purge_dataset_checkpoints(session, model.dataset_id, sorted(erasing))
         purge_dataset_cache(get_settings(), model.dataset_id)
         model.active_batch = None
         for request in (r for r in current if r is not None):
             add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))
             finish(request)
+        if released:
+            log.info("%s request(s) of other models completed by this erasure", len(released))
         log.info(
             "model %s version %s: %s request(s) completed, %s old checkpoints purged",
             model.id,
@@ -358,11 +384,18 @@ def erase_batch_files(version: ModelVersion, requests: list[DeletionRequest]) ->
         model = session.get(Model, version.model_id)
         assert model is not None
         dataset = model.dataset
-        samples = pending_samples(session, [r.id for r in requests])
+        model.current_version_id = version.id
+        session.flush()
+        pending = pending_samples(session, [r.id for r in requests])
+        # A file another model of the dataset still trains on stays until that model has
+        # forgotten it too (its linked request); this batch's requests then wait for it.
+        held = shared.held_samples(
+            session, dataset.id, [s.id for s in pending if s.state == SampleState.ACTIVE]
+        )
+        samples = [s for s in pending if s.id not in held]
         checked = check_files(dataset, samples, get_settings().data_roots)
         for sample in samples:
             sample.state = SampleState.ERASING
-        model.current_version_id = version.id
         session.expunge(dataset)
     unlink_files(dataset, checked)
     return {s.sample_id for s in checked}

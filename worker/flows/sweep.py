@@ -103,6 +103,9 @@ def _recover_stuck_model(session: Session, model: Model, actions: SweepActions) 
         .join(ModelVersion, ModelVersion.id == DeletionRequest.result_version_id)
         .where(
             DeletionRequest.model_id == model.id,
+            # The stuck batch's own requests: an earlier one may wait, verifying, for files
+            # another model still trains on (worker.flows.shared_erasure).
+            DeletionRequest.batch_id == model.active_batch,
             DeletionRequest.status.in_((RequestStatus.RUNNING, RequestStatus.VERIFYING)),
             ModelVersion.status == VersionStatus.READY,
         )

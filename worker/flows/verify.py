@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.core.options import parse_options
 from app.db.models import (
-    Checkpoint,
     DeletionRequest,
     Model,
     ModelVersion,

@@ -13,7 +13,7 @@ from app.api.schemas import DeletionCreate, DeletionOut, DeletionPage
 from app.db.models import AuditReport, DeletionRequest, ModelVersion, RequestStatus
 from app.queue import enqueue_deletion
 from app.services import deletions as service
-from app.services import lifecycle
+from app.services import lifecycle, shared_erasure
 from app.services.api_keys import Principal, idempotency_token, owner_scope
 from app.services.errors import NotFound
 from app.services.progress import version_progress
@@ -100,11 +100,14 @@ def create_deletion_request(
         deadline_days=body.deadline_days,
         default_days=settings.default_deadline_days,
     )
+    linked = shared_erasure.link_other_models(session, request)
     stored = deletion_out(session, request, caller)
     session.commit()
     if enqueue_deletion(session, request):
         stored.status = RequestStatus.QUEUED
         stored.progress = {**stored.progress, "phase": RequestStatus.QUEUED}
+    for other in linked:
+        enqueue_deletion(session, other)
     return stored
 
 

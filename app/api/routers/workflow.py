@@ -13,7 +13,7 @@ from app.api.schemas import DeletionOut, ModelOut
 from app.api.workflow_schemas import Decision, Denial, EventOut, EventsOut, ModelPolicy
 from app.queue import enqueue_deletion
 from app.services import deletions as service
-from app.services import lifecycle
+from app.services import lifecycle, shared_erasure
 from app.services.api_keys import owner_scope
 from app.services.models import get_model
 
@@ -30,6 +30,8 @@ def approve(
     lifecycle.approve(session, request, caller, (body or Decision()).reason)
     session.commit()
     enqueue_deletion(session, request)
+    for linked in shared_erasure.linked_requests(session, request):
+        enqueue_deletion(session, linked)
     session.refresh(request)
     return deletion_out(session, request, caller)
 
