@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_alias("WEBHOOK_ALLOWED_HOSTS")
     )
+    # A host *name* on that list must resolve to public addresses at every send (a name can be
+    # re-pointed at 127.0.0.1 or 169.254.169.254 after it was allowed); this lets it resolve to
+    # loopback, private or link-local ones too. An IP literal on the list is allowed as named.
+    webhook_allow_private_addresses: bool = Field(
+        False, validation_alias=_alias("WEBHOOK_ALLOW_PRIVATE_ADDRESSES")
+    )
     webhook_max_tries: int = Field(8, ge=1, le=50, validation_alias=_alias("WEBHOOK_MAX_TRIES"))
     webhook_backoff_s: float = Field(
         2.0, gt=0, le=3600, validation_alias=_alias("WEBHOOK_BACKOFF_S")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import func, or_, select, update
@@ -20,7 +21,7 @@ from app.db.models import as_utc
 from app.db.session import session_scope
 from app.db.workflow import DeliveryState, Webhook, WebhookDelivery
 from app.services.errors import InvalidInput
-from app.services.webhooks import check_url
+from app.services.webhooks import delivery_address
 from app.settings import get_settings
 from worker.flows.common import log
 
@@ -48,19 +49,40 @@ def signed_headers(secret: str, message_id: str, body: str, at: datetime) -> dic
     }
 
 
+def _pinned(url: str, address: str) -> tuple[str, dict[str, str]]:
+    """``url`` aimed at the checked ``address`` (so a second DNS answer cannot differ), with the
+    name kept for TLS: the certificate is verified against the host the URL names."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    extensions = {"sni_hostname": str(parts.hostname)} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), extensions
+
+
 def post(url: str, secret: str, message_id: str, payload: dict) -> Outcome:
     """One signed POST; any 2xx is a success. Redirects are not followed (they could lead
     to a host that is not allowed)."""
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    settings = get_settings()
     try:
-        check_url(url, get_settings().webhook_allowed_hosts)
-        response = httpx.post(
+        address = delivery_address(
             url,
-            content=body.encode(),
-            headers=signed_headers(secret, message_id, body, now()),
-            timeout=TIMEOUT_S,
-            follow_redirects=False,
+            settings.webhook_allowed_hosts,
+            allow_private=settings.webhook_allow_private_addresses,
         )
+        pinned, extensions = _pinned(url, address)
+        with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False) as client:
+            request = client.build_request(
+                "POST",
+                pinned,
+                content=body.encode(),
+                headers={
+                    **signed_headers(secret, message_id, body, now()),
+                    "host": str(urlsplit(url).netloc),
+                },
+                extensions=extensions,
+            )
+            response = client.send(request)
     except InvalidInput as exc:
         return Outcome(False, None, exc.detail)
     except httpx.HTTPError as exc:

@@ -4,7 +4,9 @@ the record of every delivery (the worker sends them: worker.webhooks)."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import secrets
+import socket
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -38,6 +40,46 @@ def check_url(url: str, allowed_hosts: list[str]) -> str:
             field="url",
         )
     return url
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def delivery_address(url: str, allowed_hosts: list[str], *, allow_private: bool) -> str:
+    """The IP address a delivery to ``url`` connects to, checked at the time of sending.
+
+    An IP literal on the allowed list is used as named. A host name is resolved now, and every
+    address it resolves to must be public (not loopback, private, link-local, reserved...)
+    unless ``allow_private``: otherwise a name allowed once could be re-pointed at an internal
+    address later (DNS rebinding). The caller connects to the returned address, not the name."""
+    check_url(url, allowed_hosts)
+    parts = urlsplit(url)
+    host = str(parts.hostname)
+    try:
+        return str(_address(host))
+    except ValueError:
+        pass
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise InvalidInput(f"url host {host!r} does not resolve", field="url") from None
+    addresses = [_address(str(info[4][0])) for info in infos]
+    if not addresses:
+        raise InvalidInput(f"url host {host!r} does not resolve", field="url")
+    internal = sorted({str(a) for a in addresses if not a.is_global})
+    if internal and not allow_private:
+        raise InvalidInput(
+            f"url host {host!r} resolves to non-public address(es) {internal[:5]}; name the "
+            "address itself in FORGETD_WEBHOOK_ALLOWED_HOSTS or set "
+            "FORGETD_WEBHOOK_ALLOW_PRIVATE_ADDRESSES to allow it",
+            field="url",
+        )
+    return str(addresses[0])
 
 
 def check_secret(secret: str | None) -> str:
