@@ -18,18 +18,21 @@ from sqlalchemy.orm import Session
 from app.core.methods import validate_config
 from app.core.options import RequestOptions
 from app.db.models import (
+    OPEN_REQUEST_STATES,
     DeletionRequest,
     DeletionTarget,
     ManifestEntry,
     Model,
     ModelVersion,
     RequestStatus,
+    VersionStatus,
 )
 from app.services import events
 from app.services.versions import load_placements
 from app.sisa.planner import plan_deletion
 
 LINKED_METHOD = "sisa"
+BUILDING = (VersionStatus.TRAINING, VersionStatus.EVALUATING)
 
 
 def _trained_on(session: Session, version_id: int, sample_ids: Sequence[int]) -> list[int]:
@@ -47,13 +50,39 @@ def _trained_on(session: Session, version_id: int, sample_ids: Sequence[int]) ->
     return sorted(found)
 
 
+def _trains_on(session: Session, model: Model) -> int | None:
+    """The version whose training set the model serves or is building: its current version,
+    else (a first training under way) the newest version being built."""
+    if model.current_version_id is not None:
+        return model.current_version_id
+    return session.scalar(
+        select(ModelVersion.id)
+        .where(ModelVersion.model_id == model.id, ModelVersion.status.in_(BUILDING))
+        .order_by(ModelVersion.number.desc())
+        .limit(1)
+    )
+
+
+def _covered(session: Session, model_id: int, sample_ids: Sequence[int]) -> set[int]:
+    """Those of ``sample_ids`` that an open request of the model already targets."""
+    return set(
+        session.scalars(
+            select(DeletionTarget.sample_id)
+            .join(DeletionRequest, DeletionRequest.id == DeletionTarget.request_id)
+            .where(
+                DeletionRequest.model_id == model_id,
+                DeletionRequest.status.in_(OPEN_REQUEST_STATES),
+                DeletionTarget.sample_id.in_(list(sample_ids)),
+            )
+        ).all()
+    )
+
+
 def _linked_request(
-    session: Session, request: DeletionRequest, other: Model, held: list[int]
+    session: Session, request: DeletionRequest, other: Model, version_id: int, held: list[int]
 ) -> DeletionRequest:
-    version = session.get(ModelVersion, other.current_version_id)
-    assert version is not None
     plan = plan_deletion(
-        load_placements(session, version.id),
+        load_placements(session, version_id),
         held,
         shards=other.recipe.shards,
         slices=other.recipe.slices,
@@ -70,7 +99,7 @@ def _linked_request(
         options=RequestOptions().model_dump(mode="json"),
         linked_to=request.id,
         request_fingerprint=request.request_fingerprint,
-        status=request.status,
+        status=RequestStatus.PENDING_APPROVAL if waiting else RequestStatus.RECEIVED,
         status_reason=f"waits for the approval of request {request.id}" if waiting else None,
         plan={
             **plan.to_dict(),
@@ -79,37 +108,42 @@ def _linked_request(
             "identical_copies": [],
             "linked_to": request.id,
         },
-        base_version_id=version.id,
+        base_version_id=version_id,
         due_at=request.due_at,
         attempt=1,
     )
 
 
-def link_other_models(session: Session, request: DeletionRequest) -> list[DeletionRequest]:
-    """Create a linked request on every other model of the dataset whose current version
-    trained on one of ``request``'s samples; lists them in ``request.plan.linked_requests``."""
+def link_other_models(
+    session: Session, request: DeletionRequest, sample_ids: Sequence[int] | None = None
+) -> list[DeletionRequest]:
+    """Create a linked request on every other model of the dataset that trains on one of
+    ``request``'s samples (or of ``sample_ids``) that no request of that model targets yet;
+    adds them to ``request.plan.linked_requests``. Called when the request is stored, and by
+    the worker for files still held when it erases (a model trained since)."""
     model = session.get(Model, request.model_id)
     assert model is not None
     session.flush()
-    targets = session.scalars(
-        select(DeletionTarget.sample_id).where(DeletionTarget.request_id == request.id)
-    ).all()
+    if sample_ids is None:
+        sample_ids = session.scalars(
+            select(DeletionTarget.sample_id).where(DeletionTarget.request_id == request.id)
+        ).all()
     others = session.scalars(
         select(Model)
-        .where(
-            Model.dataset_id == model.dataset_id,
-            Model.id != model.id,
-            Model.current_version_id.is_not(None),
-        )
+        .where(Model.dataset_id == model.dataset_id, Model.id != model.id)
         .order_by(Model.id)
     ).all()
     linked: list[DeletionRequest] = []
     for other in others:
-        assert other.current_version_id is not None
-        held = _trained_on(session, other.current_version_id, targets)
+        version_id = _trains_on(session, other)
+        if version_id is None:
+            continue
+        trained = _trained_on(session, version_id, sample_ids)
+        covered = _covered(session, other.id, trained) if trained else set()
+        held = [sid for sid in trained if sid not in covered]
         if not held:
             continue
-        child = _linked_request(session, request, other, held)
+        child = _linked_request(session, request, other, version_id, held)
         session.add(child)
         session.flush()
         session.add_all(DeletionTarget(request_id=child.id, sample_id=sid) for sid in held)
@@ -117,7 +151,10 @@ def link_other_models(session: Session, request: DeletionRequest) -> list[Deleti
         linked.append(child)
     request.plan = {
         **request.plan,
-        "linked_requests": [{"request": c.id, "model": c.model_id} for c in linked],
+        "linked_requests": [
+            *request.plan.get("linked_requests", []),
+            *({"request": c.id, "model": c.model_id} for c in linked),
+        ],
     }
     session.flush()
     return linked

@@ -181,3 +181,29 @@ def test_a_file_shared_by_two_models_is_erased_once_both_have_forgotten_it(
     assert not other.exists()
     report = service.client.get(f"/v1/deletion-requests/{later['id']}/report")
     assert report.status_code == 200 and report.json()["report"]["lineage"]["verified"] is True
+
+
+def test_an_exact_retrain_leaves_out_samples_erased_before_the_rule(
+    sqlite_service, tiny_dataset: Path
+) -> None:
+    """A database from before files were held for every model: b's current version lists a
+    sample whose file another model's request erased. b's next exact retrain leaves it out
+    (it used to fail, unable to read it) and its proof and audit hold."""
+    service = sqlite_service
+    dataset = service.register_dataset(tiny_dataset)
+    b = service.train_model(dataset["id"], name="b")
+    gone = sorted((tiny_dataset / "train" / "bear").iterdir())[0]
+    sha = _sha(gone)
+    gone.unlink()
+    with session_scope() as session:  # what the old erasure left behind
+        (sample,) = session.scalars(select(Sample).where(Sample.sha256 == sha)).all()
+        sample.state, sample.rel_path, sample.file_name = "deleted", None, None
+    assert sample.id in _current_manifest(b["id"])
+
+    other = sorted((tiny_dataset / "train" / "zebra").iterdir())[0]
+    later = service.forget({"model": b["id"], "filenames": [str(other.relative_to(tiny_dataset))]})
+
+    assert later["status"] == "completed", later
+    assert sample.id not in _current_manifest(b["id"])
+    report = service.client.get(f"/v1/deletion-requests/{later['id']}/report")
+    assert report.status_code == 200 and report.json()["report"]["lineage"]["verified"] is True

@@ -137,6 +137,8 @@ def start_batch(model_id: int) -> int | None:
         deleted = batch_sample_ids(session, [r.id for r in requests])
         retired = sorted({c for r in requests for c in r.target_classes})
         approximate = method.runner != Runner.SISA
+        if not approximate:
+            deleted = sorted({*deleted, *shared.erased_in(session, parent.id)})
         version, plan = create_child_version(
             session,
             model,

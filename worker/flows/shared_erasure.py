@@ -25,6 +25,7 @@ from app.db.models import (
     VersionStatus,
 )
 from app.services import events
+from app.services.shared_erasure import link_other_models
 from worker.flows.common import now
 from worker.flows.timings import finish
 
@@ -79,6 +80,14 @@ def hold(session: Session, request: DeletionRequest, number: int, erased: int, h
         "(plan.linked_requests, or the request in plan.linked_to)"
     )
     events.record(session, request, "files_held", files=held, erased=erased)
+    # A model that trained on them since the request was made gets its own linked request
+    # (left received: the sweep sends it to the workers).
+    still_there = session.scalars(
+        select(DeletionTarget.sample_id)
+        .join(Sample, Sample.id == DeletionTarget.sample_id)
+        .where(DeletionTarget.request_id == request.id, Sample.state == SampleState.ACTIVE)
+    ).all()
+    link_other_models(session, request, still_there)
 
 
 def complete_released(session: Session, dataset_id: int) -> list[DeletionRequest]:
@@ -121,3 +130,16 @@ def complete_released(session: Session, dataset_id: int) -> list[DeletionRequest
         events.record(session, request, "completed", version=number)
         finish(request)
     return released
+
+
+def erased_in(session: Session, version_id: int) -> list[int]:
+    """Samples of a version's manifest whose files are already erased. None should be left (a
+    file is erased only once no model trains on it), but a database from before that rule may
+    hold some: an exact retrain leaves them out rather than fail to read them."""
+    return sorted(
+        session.scalars(
+            select(ManifestEntry.sample_id)
+            .join(Sample, Sample.id == ManifestEntry.sample_id)
+            .where(ManifestEntry.version_id == version_id, Sample.state == SampleState.DELETED)
+        ).all()
+    )
