@@ -31,6 +31,7 @@ import numpy as np
 
 from app.audit.schema import ReportBody
 from worker.audit.mia import AttackResult
+from worker.evaluation.finite import finite_reason
 
 __all__ = [
     "build_plots",
@@ -183,24 +184,31 @@ def prediction_distribution(
     return {str(c): float(counts[i]) / total for i, c in enumerate(class_names)}
 
 
-def _plain(obj: Any) -> Any:
-    """numpy and tuples to JSON types; non-finite floats to None; dataclasses via to_dict."""
+def _plain(obj: Any, reasons: dict[str, str] | None = None, where: str = "") -> Any:
+    """numpy and tuples to JSON types; non-finite floats to None (with a reason per path in
+    ``reasons``); dataclasses via to_dict."""
     if isinstance(obj, AttackResult):
         return obj.to_dict()
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {
+            str(k): _plain(v, reasons, f"{where}.{k}" if where else str(k)) for k, v in obj.items()
+        }
     if isinstance(obj, list | tuple | set | frozenset):
         items = sorted(obj) if isinstance(obj, set | frozenset) else obj
-        return [_plain(v) for v in items]
+        return [_plain(v, reasons, f"{where}[{i}]") for i, v in enumerate(items)]
     if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
+        return _plain(obj.tolist(), reasons, where)
     if isinstance(obj, bool | np.bool_):
         return bool(obj)
     if isinstance(obj, int | np.integer):
         return int(obj)
     if isinstance(obj, float | np.floating):
         v = float(obj)
-        return v if math.isfinite(v) else None
+        if math.isfinite(v):
+            return v
+        if reasons is not None:
+            reasons[where] = finite_reason(v)
+        return None
     if isinstance(obj, datetime):
         return obj.isoformat()
     return obj
@@ -224,12 +232,14 @@ def build_report_body(
     """Validate the sections against :class:`app.audit.schema.ReportBody` and return the body as
     plain JSON types (ready for ``seal_report``).
 
-    numpy scalars/arrays are converted, NaN/Infinity become null, ``generated_at`` defaults to
+    numpy scalars/arrays are converted, NaN/Infinity become null (each with a note giving its
+    path and why), ``generated_at`` defaults to
     now (UTC). Raises ``pydantic.ValidationError`` when a section does not fit the schema (for
     instance a file name or any unknown field in ``request``).
     """
     if generated_at is None:
         generated_at = datetime.now(UTC).replace(microsecond=0)
+    reasons: dict[str, str] = {}
     raw = _plain(
         {
             "generated_at": generated_at,
@@ -240,9 +250,11 @@ def build_report_body(
             "efficacy": efficacy,
             "membership_inference": membership_inference,
             "cost": cost,
-            "notes": list(notes),
-        }
+        },
+        reasons,
     )
+    # A figure that is not a number is null in the report, and a note says which and why.
+    raw["notes"] = [*map(str, notes), *(f"{k} is null: {v}" for k, v in sorted(reasons.items()))]
     return ReportBody.model_validate(raw).model_dump(mode="json")
 
 

@@ -27,6 +27,7 @@ from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.audit.cost import shard_work
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
+from worker.evaluation.finite import storable_metrics
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
 from worker.flows.guards import VersionRefusedError, non_finite_refusal
@@ -320,7 +321,7 @@ def finalize_version(version_id: int) -> ModelVersion | None:
             retrained = retrain_seconds(session, version.id, model.recipe.slices)
             add_batch_phase(session, version.id, "retrain_s", retrained)
             add_batch_phase(session, version.id, "evaluation_s", evaluation["s"])
-        version.metrics = metrics
+        version.metrics = storable_metrics(metrics)  # no NaN or infinity in JSON
         version.status = VersionStatus.READY
         version.completed_at = now()
         if version.reason != "deletion":
