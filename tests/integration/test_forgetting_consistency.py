@@ -207,3 +207,43 @@ def test_an_exact_retrain_leaves_out_samples_erased_before_the_rule(
     assert sample.id not in _current_manifest(b["id"])
     report = service.client.get(f"/v1/deletion-requests/{later['id']}/report")
     assert report.status_code == 200 and report.json()["report"]["lineage"]["verified"] is True
+
+
+def test_linked_requests_follow_the_approval_and_cancellation_of_their_request(
+    sqlite_service, tiny_dataset: Path
+) -> None:
+    service = sqlite_service
+    client = service.client
+    dataset = service.register_dataset(tiny_dataset)
+    small = {"shards": 1, "slices": 1, "epochs_per_slice": 1}
+    a = service.train_model(dataset["id"], name="a", **small)
+    b = service.train_model(dataset["id"], name="b", seed=11, **small)
+    client.patch(f"/v1/models/{a['id']}", json={"require_approval": True})
+    files = sorted(
+        str(p.relative_to(tiny_dataset)) for p in (tiny_dataset / "train").rglob("*.png")
+    )
+
+    first = service.submit({"model": a["id"], "filenames": [files[0]]})
+    (link,) = first["plan"]["linked_requests"]
+    assert first["status"] == "pending_approval"
+    assert _request(service, link["request"])["status"] == "pending_approval"
+    approved = client.post(f"/v1/deletion-requests/{first['id']}/approve", json={"reason": "ok"})
+    assert approved.status_code == 200, approved.text
+    assert _request(service, link["request"])["status"] in ("received", "queued")
+
+    second = service.submit({"model": a["id"], "filenames": [files[1]]})
+    (other,) = second["plan"]["linked_requests"]
+    denied = client.post(f"/v1/deletion-requests/{second['id']}/deny", json={"reason": "no"})
+    assert denied.status_code == 200, denied.text
+    shown = _request(service, other["request"])
+    assert shown["status"] == "denied" and second["id"] in shown["status_reason"]
+
+    client.patch(f"/v1/models/{a['id']}", json={"require_approval": False})
+    third = service.submit({"model": a["id"], "filenames": [files[2]]})
+    (last,) = third["plan"]["linked_requests"]
+    cancelled = client.post(f"/v1/deletion-requests/{third['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert _request(service, last["request"])["status"] == "cancelled"
+    for path in files[:3]:
+        assert (tiny_dataset / path).exists()  # nothing ran yet
+    assert b["id"] == link["model"] == other["model"] == last["model"]
