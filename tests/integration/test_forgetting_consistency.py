@@ -137,6 +137,7 @@ def test_a_file_shared_by_two_models_is_erased_once_both_have_forgotten_it(
     waiting = _request(service, asked["id"])
     assert waiting["status"] == "verifying", waiting
     assert "kept until the other models" in waiting["status_reason"]
+    assert waiting["progress"]["phase"] == "waiting_for_other_models"
     assert victim.exists()  # b still serves a version trained on it
     (sample,) = _samples_with_hash(sha)
     assert sample.state == "active" and sample.id not in _current_manifest(a["id"])

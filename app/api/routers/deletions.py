@@ -10,7 +10,7 @@ from app.api.auth import CancelRequests, ReadRequests, SubmitRequests
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inputs import MAX_OFFSET, Text, path_ref
 from app.api.schemas import DeletionCreate, DeletionOut, DeletionPage
-from app.db.models import AuditReport, DeletionRequest, ModelVersion, RequestStatus
+from app.db.models import AuditReport, DeletionRequest, Model, ModelVersion, RequestStatus
 from app.queue import enqueue_deletion
 from app.services import deletions as service
 from app.services import lifecycle, shared_erasure
@@ -39,7 +39,10 @@ def deletion_out(session: SessionDep, request: DeletionRequest, caller: Principa
             slices = request.plan.get("slices", 1)
             progress = {**version_progress(session, version, slices), "phase": "retraining"}
     elif request.status == RequestStatus.VERIFYING:
-        progress = {"phase": "auditing", "percent": 99.0}
+        # Its own batch is over: it waits for other models of the dataset to forget its files.
+        batch = session.scalar(select(Model.active_batch).where(Model.id == request.model_id))
+        waiting = batch != request.batch_id
+        progress = {"phase": "waiting_for_other_models" if waiting else "auditing", "percent": 99.0}
     has_report = request.status == RequestStatus.COMPLETED and session.scalar(
         select(AuditReport.id).where(AuditReport.request_id == request.id)
     )
