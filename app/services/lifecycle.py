@@ -134,7 +134,13 @@ def approve(session: Session, request: DeletionRequest, caller: Principal, reaso
 
 
 def deny(session: Session, request: DeletionRequest, caller: Principal, reason: str) -> None:
-    """Final: the request keeps the reason and never runs."""
+    """Final: the request keeps the reason and never runs. A linked request is denied only
+    with the request it serves (denied alone, it would keep that request's files forever)."""
+    if request.linked_to is not None:
+        raise Conflict(
+            f"this request erases the data of request {request.linked_to} from another model; "
+            "deny that request instead"
+        )
     _move(
         session,
         request,

@@ -234,6 +234,8 @@ def test_linked_requests_follow_the_approval_and_cancellation_of_their_request(
 
     second = service.submit({"model": a["id"], "filenames": [files[1]]})
     (other,) = second["plan"]["linked_requests"]
+    alone = client.post(f"/v1/deletion-requests/{other['request']}/deny", json={"reason": "no"})
+    assert alone.status_code == 409 and second["id"] in alone.json()["detail"]
     denied = client.post(f"/v1/deletion-requests/{second['id']}/deny", json={"reason": "no"})
     assert denied.status_code == 200, denied.text
     shown = _request(service, other["request"])
