@@ -1,9 +1,9 @@
 """Benchmark: what the audit report costs, and whether its attack agrees with a full retrain.
 
-On a CIFAR-10 subset (300 train and 100 test images per class by default: small enough to
-train four times on a shared 2-core CPU), two identical SISA models (S=5, R=4, small_cnn, 32 px,
-same seed, same images) are trained, each in an in-process deployment of its own. The same 2 %
-of the training files, drawn at random, is then deleted from the first with ``sisa`` and from
+On a CIFAR-10 subset (100 train and 50 test images per class by default: small enough to
+train four times on a crowded 2-core CPU), two identical SISA models (S=5, R=4, small_cnn, 32
+px, same seed, same images) are trained, each in an in-process deployment of its own. The same
+5 % of the training files (50), drawn at random, is then deleted from the first with ``sisa`` and from
 the second with ``retrain`` (a forced full retrain of every constituent). Reported:
 
 - the audit's share of the SISA deletion's wall time: the audit hook is timed around
@@ -23,15 +23,17 @@ unseen images; ``--recipe historical`` is the original recipe (no normalisation,
 0.05, 2 epochs per slice), whose model stayed near 22% test accuracy. The base model's ensemble
 accuracy on its own training images and on the test split is reported beside every result.
 
-Usage (about 20-30 minutes on 2 busy CPU cores, 5 on idle ones):
-    .venv/bin/python -m bench.audit_overhead
+Usage (one torch thread: with two, a crowded machine spends its time in thread barriers):
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.audit_overhead
     .venv/bin/python -m bench.audit_overhead --train-per-class 100 --test-per-class 50  # smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +44,13 @@ from bench.harness import PROJECT_ROOT, Service, in_process_service, subset, wri
 ATTACKS = ("loss_threshold", "logistic_regression")
 QUARTER = 0.25
 AUC_TOLERANCE = 0.05
-_BULKY = ("request", "envelope", "victims", "final_artifacts")  # kept out of the result file
+_BULKY = (
+    "request",
+    "envelope",
+    "victims",
+    "final_artifacts",
+    "command",
+)  # kept out of the result file
 
 
 def _memorise() -> dict[str, Any]:
@@ -248,11 +256,29 @@ def _model_and_deletion(
     return deletion
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+ARMS = ("sisa", "retrain")
+
+
+def _arm_path(tag: str) -> Path:
+    return PROJECT_ROOT / ".data" / f"bench-audit-overhead-arm-{tag}.json"
+
+
+def run_arm(args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    """One model and its deletion (``tag`` is also the method), in a deployment of its own."""
     timer = _HookTimer()
     timer.install()
-    sisa = _model_and_deletion(args, "sisa", "sisa", timer)
-    retrain = _model_and_deletion(args, "retrain", "retrain", timer)
+    arm = _model_and_deletion(args, tag, tag, timer)
+    arm["command"] = " ".join(sys.argv)
+    return arm
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both arms in this process, or (``--merge``) the arms that ``--arm`` runs left behind:
+    the two are independent, so on a crowded machine they can run side by side."""
+    if args.merge:
+        sisa, retrain = (json.loads(_arm_path(tag).read_text()) for tag in ARMS)
+    else:
+        sisa, retrain = (run_arm(args, tag) for tag in ARMS)
     if sisa["victims"] != retrain["victims"]:
         raise RuntimeError("the two models were not asked to forget the same files")
     return _summary(args, sisa, retrain)
@@ -288,6 +314,7 @@ def _summary(
         # Both models are trained identically; the attacks' signal is visible in this gap.
         "base_model": sisa["base_model"],
         "base_models_identical": sisa["base_model"] == retrain["base_model"],
+        "arm_commands": {"sisa": sisa.get("command"), "retrain": retrain.get("command")},
         "sisa": {k: v for k, v in sisa.items() if k not in _BULKY},
         "retrain": {k: v for k, v in retrain.items() if k not in _BULKY},
         "audit_share_of_sisa_deletion": sisa["audit_share_of_deletion"],
@@ -319,21 +346,28 @@ def _summary(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train-per-class", type=int, default=300)
-    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--train-per-class", type=int, default=100)
+    parser.add_argument("--test-per-class", type=int, default=50)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="memorise")
     parser.add_argument(
         "--epochs-per-slice", type=int, help="default: the recipe's (memorise 8, historical 2)"
     )
-    parser.add_argument("--fraction", type=float, default=0.02)
+    parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="audit_overhead", help="result file name")
+    parser.add_argument("--arm", choices=ARMS, help="run one arm only and keep it for --merge")
+    parser.add_argument("--merge", action="store_true", help="summarise the two --arm runs")
     args = parser.parse_args()
     if args.epochs_per_slice is None:
         args.epochs_per_slice = RECIPES[args.recipe][1]
+    if args.arm:
+        _arm_path(args.arm).write_text(json.dumps(run_arm(args, args.arm), default=str))
+        print(f"wrote {_arm_path(args.arm)}")
+        return
     began = time.perf_counter()
     result = run(args)
-    result["benchmark_wall_s"] = time.perf_counter() - began
+    if not args.merge:
+        result["benchmark_wall_s"] = time.perf_counter() - began
     path = write_result(args.name, result)
     fit = result["base_model"]
     print(
