@@ -35,7 +35,7 @@ DEMO_MODEL = {
     "seed": 7,
     "aggregation": "mean_softmax",
     # No optimisation fields: the architecture's recommended recipe (batch norm, one-cycle lr
-    # restarted per slice, crop + flip, which keeps an animal silhouette's label).
+    # restarted per slice, horizontal flips, which keep an animal silhouette's label).
 }
 
 

@@ -10,6 +10,7 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.core.recipe import ORIGINAL_NORM
 from app.core.store_namespaces import CHECKPOINTS, IMPORTS
 from app.db.models import Checkpoint, Model, ModelVersion, VersionStatus
 from app.db.session import session_scope
@@ -17,6 +18,7 @@ from worker.constituents import fresh_constituent
 from worker.flows.common import log, now, store
 from worker.flows.shards import detach, load_model, mark_shard_done
 from worker.flows.training import finalize_version
+from worker.training.architectures import build_model
 from worker.training.trainer import checkpoint_bytes
 
 
@@ -96,10 +98,36 @@ def _convert_state_dict(raw: bytes, model: Model) -> torch.nn.Module:
         detail = str(exc).replace("\n", " ")
         raise ImportRefusedError(
             f"the state_dict does not fit architecture {model.architecture!r} with "
-            f"{len(model.dataset.classes)} classes and {model.dataset.channels} channel(s): "
-            f"{detail[:1500]}"
+            f"{len(model.dataset.classes)} classes and {model.dataset.channels} channel(s)"
+            f"{_norm_hint(state, model)}: {detail[:1500]}"
         ) from None
     return net.eval()
+
+
+def _norm_hint(state: dict[str, torch.Tensor], model: Model) -> str:
+    """Weights trained with other normalisation layers (say with the recommended recipe's batch
+    norm) fail on the layers the import asked for, which are the architecture's original ones
+    when ``norm`` is left out. When another ``norm`` fits them, the refusal names it."""
+    asked = model.recipe.training.norm or ORIGINAL_NORM.get(model.architecture)
+    for norm in ("none", "batch", "group"):
+        if norm == asked:
+            continue
+        try:
+            candidate = build_model(
+                model.architecture,
+                num_classes=len(model.dataset.classes),
+                in_channels=model.dataset.channels,
+                image_size=model.recipe.image_size,
+                norm=norm,
+            )
+            candidate.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, ValueError):
+            continue  # does not fit, or an architecture without that option
+        return (
+            f" and norm {asked!r}; the weights fit it with norm {norm!r}: import them again "
+            f'with "norm": "{norm}"'
+        )
+    return f" and norm {asked!r}" if asked else ""
 
 
 def _load_error(exc: Exception) -> str:
