@@ -35,6 +35,7 @@ from app.settings import get_settings
 from worker.audit.cost import shard_work
 from worker.constituents import derived_seed, final_checkpoints, load_constituents
 from worker.flows.common import device, log, now, store
+from worker.predictions import split_predictions
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import aggregate, predict_proba
 from worker.unlearning.metrics import layer_distances, prediction_distribution, relearn_epochs
@@ -109,7 +110,7 @@ def forgetting_metrics(
     }
     classes = sorted({c for r in requests for c in r.target_classes})
     if classes:
-        metrics.update(_class_metrics(session, model, classes, before, after))
+        metrics.update(_class_metrics(session, model, classes, version, parent if before else None))
         metrics["relearn"] = _relearn(model, classes, forget_train, after)
         metrics["relearn_epochs"] = metrics["relearn"].get("epochs")
     else:
@@ -176,24 +177,44 @@ def _forget_train(
     return evaluation
 
 
-def _test_split(session: Session, model: Model) -> tuple[torch.Tensor, torch.Tensor]:
-    """The active test images, in the order evaluate_version uses (its decoded cache is hit)."""
+def _test_split(
+    session: Session, model: Model, version: ModelVersion, parent: ModelVersion | None
+) -> Evaluation:
+    """Both versions on the active test split, from the constituents' cached test predictions
+    where they are still valid (the new version's were just made by its own evaluation)."""
+    settings = get_settings()
     rows = sample_rows(session, active_test_ids(session, model.dataset_id))
-    return load_tensors(get_settings(), model.dataset, rows, model.recipe.image_size)
+    labels = torch.tensor([r.class_index for r in rows], dtype=torch.int64)
+    images: list[torch.Tensor] = []
+
+    def decode() -> torch.Tensor:
+        if not images:
+            images.append(load_tensors(settings, model.dataset, rows, model.recipe.image_size)[0])
+        return images[0]
+
+    def predicted(of: ModelVersion) -> torch.Tensor:
+        found = split_predictions(session, store(), model, of, rows, decode, device(settings))
+        return aggregate(found.probas, model.recipe.aggregation).argmax(1)
+
+    return Evaluation(
+        labels=labels,
+        before=predicted(parent) if parent is not None else None,
+        after=predicted(version),
+    )
 
 
 def _class_metrics(
     session: Session,
     model: Model,
     forgotten: list[str],
-    before: Sequence[torch.nn.Module] | None,
-    after: Sequence[torch.nn.Module],
+    version: ModelVersion,
+    parent: ModelVersion | None,
 ) -> dict[str, Any]:
     """Test-set accuracy on the forgotten classes, the retained ones and overall, per class, and
     where the forgotten classes' test images are now predicted."""
     classes = model.dataset.classes
-    images, labels = _test_split(session, model)
-    ev = _evaluate(model, images, labels, before, after)
+    ev = _test_split(session, model, version, parent)
+    labels = ev.labels
     indices = torch.tensor([classes.index(c) for c in forgotten])
     is_forgotten = torch.isin(labels, indices)
     per_class = {name: ev.accuracy(labels == index) for index, name in enumerate(classes)}

@@ -27,12 +27,12 @@ from app.db.session import session_scope
 from app.services import events
 from app.services.versions import create_child_version
 from app.settings import get_settings
-from worker.constituents import CHECKPOINTS
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows.common import log, now, store, touch_model
 from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
 from worker.flows.verify import escalate_batch, refusal_reason, verify_batch
+from worker.predictions import delete_checkpoint_blobs, purge_dataset_predictions
 from worker.samples import purge_dataset_cache
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
@@ -228,7 +228,7 @@ def purge_superseded_checkpoints(
             .limit(1)
         )
         if still_used is None:
-            store().delete(CHECKPOINTS, key)
+            delete_checkpoint_blobs(store(), key)
     return purged
 
 
@@ -330,6 +330,7 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         model = session.get(Model, version.model_id)
         assert model is not None
         purge_dataset_cache(get_settings(), model.dataset_id)
+        purge_dataset_predictions(session, store(), model.dataset_id, erasing)
         model.active_batch = None
         for request in (r for r in current if r is not None):
             add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))

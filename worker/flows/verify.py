@@ -35,8 +35,9 @@ from app.db.models import (
 from app.db.session import session_scope
 from app.repositories.samples import active_validation_ids
 from app.settings import get_settings
-from worker.constituents import CHECKPOINTS, load_constituents
+from worker.constituents import load_constituents
 from worker.flows.common import device, log, now, store
+from worker.predictions import delete_checkpoint_blobs
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import aggregate, predict_proba
 from worker.unlearning.base import Runner
@@ -228,7 +229,7 @@ def _purge_attempt(session: Session, version: ModelVersion) -> None:
             .limit(1)
         )
         if still_used is None:
-            store().delete(CHECKPOINTS, key)
+            delete_checkpoint_blobs(store(), key)
 
 
 def escalate_batch(
