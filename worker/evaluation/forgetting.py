@@ -33,11 +33,12 @@ from app.db.models import (
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.audit.cost import shard_work
-from worker.constituents import derived_seed, final_checkpoints, load_constituents
+from worker.constituents import CHECKPOINTS, derived_seed, final_checkpoints, fresh_constituent
 from worker.flows.common import device, log, now, store
 from worker.predictions import split_predictions
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import aggregate, predict_proba
+from worker.training.trainer import load_checkpoint
 from worker.unlearning.metrics import layer_distances, prediction_distribution, relearn_epochs
 from worker.unlearning.registry import get_method
 
@@ -88,15 +89,7 @@ def forgetting_metrics(
     parent = session.get(ModelVersion, version.parent_id) if version.parent_id else None
     if not requests or parent is None:
         return None
-    dev = device()
-    after = load_constituents(session, store(), model, version, dev)
-    try:
-        before: list[torch.nn.Module] | None = load_constituents(
-            session, store(), model, parent, dev
-        )
-    except KeyError:  # the parent's weights are gone (purged): report "after" only
-        log.warning("version %s: parent weights missing, no before/after", version.id)
-        before = None
+    after, before = _load_both(session, model, version, parent)
     forget_train = _forget_train(session, model, parent, [r.id for r in requests], before, after)
     metrics: dict[str, Any] = {
         "target": requests[0].target_kind,
@@ -116,6 +109,32 @@ def forgetting_metrics(
     else:
         metrics.update(_file_metrics(parent, forget_train))
     return metrics
+
+
+def _load_both(
+    session: Session, model: Model, version: ModelVersion, parent: ModelVersion
+) -> tuple[list[torch.nn.Module], list[torch.nn.Module] | None]:
+    """Both versions' constituents; one kept unchanged (same key) is loaded once and shared,
+    read-only. ``before`` is None when the parent's weights are gone (purged)."""
+    dev = device()
+    loaded: dict[str, torch.nn.Module] = {}
+
+    def constituents(of: ModelVersion) -> list[torch.nn.Module]:
+        nets = []
+        for checkpoint in final_checkpoints(session, of, model.recipe.slices):
+            if checkpoint.key not in loaded:
+                net = fresh_constituent(model, checkpoint.shard)
+                load_checkpoint(store().get(CHECKPOINTS, checkpoint.key), net, None, "cpu")
+                loaded[checkpoint.key] = net.to(dev).eval()
+            nets.append(loaded[checkpoint.key])
+        return nets
+
+    after = constituents(version)
+    try:
+        return after, constituents(parent)
+    except KeyError:  # report "after" only
+        log.warning("version %s: parent weights missing, no before/after", version.id)
+        return after, None
 
 
 def _is_exact(method: str) -> bool:
