@@ -329,7 +329,8 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         purged = purge_superseded_checkpoints(session, version, sorted(erasing))
         model = session.get(Model, version.model_id)
         assert model is not None
-        purge_dataset_cache(get_settings(), model.dataset_id)
+        erased = session.scalars(select(Sample.sha256).where(Sample.id.in_(sorted(erasing))))
+        purge_dataset_cache(get_settings(), model.dataset_id, set(erased.all()))
         purge_dataset_predictions(session, store(), model.dataset_id, erasing)
         model.active_batch = None
         for request in (r for r in current if r is not None):
