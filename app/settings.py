@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(
         60.0, gt=0, le=3600, validation_alias=_alias("DB_POOL_TIMEOUT_S")
     )
+    # The audit scores at most this many forgotten samples (members), held-out test samples
+    # (non-members) and retained training samples, drawn with the request's seed: every one costs
+    # a forward pass per constituent of two versions, which must stay small next to a retrain.
+    audit_max_members: int = Field(
+        500, ge=1, le=100_000, validation_alias=_alias("AUDIT_MAX_MEMBERS")
+    )
+    audit_max_nonmembers: int = Field(
+        300, ge=1, le=100_000, validation_alias=_alias("AUDIT_MAX_NONMEMBERS")
+    )
+    audit_max_retain: int = Field(
+        100, ge=1, le=100_000, validation_alias=_alias("AUDIT_MAX_RETAIN")
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_alias("LOG_LEVEL")
     )

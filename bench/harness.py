@@ -146,7 +146,7 @@ def in_process_service(
     from app.db.session import reset_engine_cache, session_scope
     from app.services.api_keys import create_key
     from app.settings import get_settings
-    from worker.celery_app import celery_app, reconfigure
+    from worker.celery_app import celery_app, reconfigure, warm_imports
     from worker.flows.common import store
 
     get_settings.cache_clear()
@@ -158,6 +158,7 @@ def in_process_service(
     reconfigure(celery_app, config)
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
+    warm_imports()  # as a worker process does when it starts
     with session_scope() as session:
         _, key = create_key(session, role=Role.ADMIN, name="benchmark")
     with TestClient(create_app(), headers={"Authorization": f"Bearer {key}"}) as client:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,6 +74,7 @@ def measured(quiet_s: float) -> Iterator[dict[str, Any]]:
     record: dict[str, Any] = {"waited_for_quiet_s": round(wait_quiet(quiet_s), 1)}
     with contention(record):
         yield record
+    record["load_average"] = [round(v, 2) for v in os.getloadavg()]  # 1, 5, 15 min at the end
 
 
 # --- the service side ---------------------------------------------------------------------------
@@ -178,8 +180,15 @@ def train_sisa(
     return model, training
 
 
+def checkpoint_partial(name: str | None, **figures: Any) -> None:
+    """Write what is measured so far to bench/results/<name>_partial.json (a long run on a
+    shared machine may be cut short; its finished steps stay on record)."""
+    if name:
+        write_result(f"{name}_partial", {"partial": True, **figures})
+
+
 def delete_per_slice(
-    service: Service, model_id: int, seed: int, quiet_s: float
+    service: Service, model_id: int, seed: int, quiet_s: float, partial: Callable[..., None]
 ) -> list[dict[str, Any]]:
     """One sisa and one retrain deletion per slice position, on distinct files."""
     rng = random.Random(seed)
@@ -193,6 +202,7 @@ def delete_per_slice(
         if sisa["restart_slices"] != [k - 1]:
             raise RuntimeError(f"slice {k}: sisa plan restarted at {sisa['restart_slices']}")
         deletions.append({"slice": k, "sisa": sisa, "retrain": retrain})
+        partial(deletions=deletions)
         print(
             f"slice {k}: sisa {sisa['wall_s']:.1f}s (train {sisa['train_s']:.1f}s), "
             f"retrain {retrain['wall_s']:.1f}s (train {retrain['train_s']:.1f}s); "
@@ -239,7 +249,7 @@ def run_plain_loop(
     return plain
 
 
-def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
+def run(scale: Scale, seed: int, quiet_s: float, name: str | None = None) -> dict[str, Any]:
     data = bench_data(scale, seed)
     # Decoded now, before the service erases the files it forgets from this copy.
     train_images, train_labels = decode_split(data, "train")
@@ -253,12 +263,20 @@ def run(scale: Scale, seed: int, quiet_s: float) -> dict[str, Any]:
             raise RuntimeError(f"class order {classes} differs from the plain loop's")
         model, training = train_sisa(service, dataset["id"], scale, quiet_s)
         sisa_passes = training["sample_passes"]
-        deletions = delete_per_slice(service, model["id"], seed, quiet_s)
+        checkpoint_partial(name, training=training)
+        deletions = delete_per_slice(
+            service,
+            model["id"],
+            seed,
+            quiet_s,
+            lambda **f: checkpoint_partial(name, training=training, **f),
+        )
         final_model = service.client.get(f"/v1/models/{model['id']}").json()
         training["final_accuracy"] = final_model["metrics"]["test"]["accuracy"]
         # The same budget of sample passes as the SISA training.
         mono_epochs = max(1, round(sisa_passes / n_train))
         mono = train_mono(service, dataset["id"], mono_epochs, quiet_s)
+        checkpoint_partial(name, training=training, deletions=deletions, monolithic=mono)
 
     plain = run_plain_loop(
         (train_images, train_labels), (test_images, test_labels), len(classes), sisa_passes, quiet_s
@@ -323,10 +341,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"wrote {write_result(name, result)}")
         return
-    result = run(scale, args.seed, args.wait_quiet)
+    name = "sisa_deletion_quick" if args.quick else "sisa_deletion"
+    result = run(scale, args.seed, args.wait_quiet, name)
     result["bench_wall_s"] = time.perf_counter() - began
     result["parameters"]["wait_quiet_s"] = args.wait_quiet
-    path = write_result("sisa_deletion_quick" if args.quick else "sisa_deletion", result)
+    path = write_result(name, result)
     print(table(result))
     print(f"\nwrote {path} in {result['bench_wall_s']:.0f}s")
 

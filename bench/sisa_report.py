@@ -80,6 +80,9 @@ def position_speedups(
                 "sisa_train_s": sisa["train_s"],
                 "retrain_train_s": retrain["train_s"],
                 "sisa_fixed_s": sisa["wall_s"] - sisa["train_s"],
+                "sisa_audit_s": sisa["phases"].get("audit_s"),
+                "sisa_evaluation_s": sisa["phases"].get("evaluation_s"),
+                "audit_share_wall": (sisa["phases"].get("audit_s") or 0.0) / sisa["wall_s"],
                 "retrain_fixed_s": retrain["wall_s"] - retrain["train_s"],
                 "speedup_wall": wall,
                 "speedup_cpu": (retrain["cpu_s"] / sisa["cpu_s"])
@@ -110,8 +113,14 @@ def average_speedups(
         if all(a and b for a, b in cpu_runs)
         else None
     )
+    audit = [r["sisa"]["phases"].get("audit_s") or 0.0 for r in deletions]
     return {
         "predicted": average_predicted,
+        # The audit's share of a sisa deletion's wall time (means over positions).
+        "audit_share_wall": mean(audit) / mean(p["sisa_wall_s"] for p in positions),
+        "sisa_audit_s": mean(audit),
+        "sisa_fixed_s": mean(p["sisa_fixed_s"] for p in positions),
+        "retrain_fixed_s": mean(p["retrain_fixed_s"] for p in positions),
         "speedup_wall": avg_wall,
         "speedup_train": avg_train,
         "ratio_wall": avg_wall / average_predicted,
@@ -194,6 +203,11 @@ def _speedup_table(deletion: dict[str, Any]) -> list[str]:
     lines.append(
         f"| average | {a['predicted']:.2f} | | | {a['speedup_wall']:.2f} | {a['ratio_wall']:.2f} "
         f"| | | {a['speedup_train']:.2f} | {a['ratio_train']:.2f} | {_num(a['speedup_cpu'])} |"
+    )
+    lines.append(
+        f"\nsisa deletion: mean fixed cost {a['sisa_fixed_s']:.2f} s (retrain's "
+        f"{a['retrain_fixed_s']:.2f} s), audit {a['sisa_audit_s']:.2f} s = "
+        f"{100 * a['audit_share_wall']:.1f}% of its wall time"
     )
     return lines
 

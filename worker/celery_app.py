@@ -13,7 +13,7 @@ from celery import signals
 
 from app.core.broker import celery_app, reconfigure
 
-__all__ = ["celery_app", "reconfigure"]
+__all__ = ["celery_app", "reconfigure", "warm_imports"]
 
 celery_app.conf.include = ["worker.tasks"]
 
@@ -28,3 +28,16 @@ def _die_with_the_worker(**_: Any) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def warm_imports() -> None:
+    """Import what the audit needs (scikit-learn, matplotlib, the report code) now, so that no
+    request pays for it: the first audit of a fresh process otherwise spends seconds importing."""
+    import worker.audit.plots
+    import worker.audit.publish  # noqa: F401  (scikit-learn, the report builder)
+
+
+@signals.worker_process_init.connect
+@signals.worker_init.connect
+def _warm_up(**_: Any) -> None:
+    warm_imports()

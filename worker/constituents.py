@@ -8,7 +8,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.store_namespaces import CHECKPOINTS
+from app.core.store_namespaces import CHECKPOINTS, PREDICTIONS
 from app.db.models import Checkpoint, Model, ModelVersion
 from models_store import LocalStore
 from worker.training.architectures import build_model
@@ -75,5 +75,7 @@ def purge_version(session: Session, store: LocalStore, version: ModelVersion) ->
             .limit(1)
         )
         if still_used is None:
+            # The cached test predictions are derived from the weights: they go with them.
             store.delete(CHECKPOINTS, key)
+            store.delete(PREDICTIONS, key)
     return len(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +49,46 @@ def dataset_cache_dir(settings: Settings, dataset_id: int) -> Path:
     return settings.cache_root / "datasets" / str(dataset_id)
 
 
-def purge_dataset_cache(settings: Settings, dataset_id: int) -> None:
-    """Decoded copies of deleted images must go too: drop the dataset's whole cache."""
-    shutil.rmtree(dataset_cache_dir(settings, dataset_id), ignore_errors=True)
+_SAMPLES_SUFFIX = ".samples"
+
+
+def purge_dataset_cache(
+    settings: Settings, dataset_id: int, erased: Collection[str] | None = None
+) -> int:
+    """Decoded copies of erased images must go too: every decoded array of the dataset that
+    holds one of the ``erased`` sample hashes, or whose list of samples is not on record, is
+    deleted (``erased`` None: the whole cache). Arrays of untouched sample lists (other
+    shards, the test split) stay for the next request. Returns how many arrays went."""
+    folder = dataset_cache_dir(settings, dataset_id)
+    if erased is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return -1
+    gone = set(erased)
+    removed = 0
+    for array in sorted(folder.glob("*.npy")) if folder.is_dir() else []:
+        listing = folder / (array.name.split("-", 1)[0] + _SAMPLES_SUFFIX)
+        try:
+            held = set(listing.read_text().split())
+        except FileNotFoundError:
+            held = None
+        if held is None or held & gone:
+            array.unlink(missing_ok=True)
+            listing.unlink(missing_ok=True)
+            removed += 1
+    for stray in folder.glob(".*") if folder.is_dir() else []:
+        stray.unlink(missing_ok=True)  # a temporary file of a write cut off may hold any image
+    return removed
+
+
+def _record_samples(folder: Path, key: str, rows: Sequence[SampleRow]) -> None:
+    """The sample hashes a decoded array holds, beside it, so a purge can tell which to drop.
+    Written after the array: an array found without its list is dropped by any purge."""
+    listing = folder / f"{key}{_SAMPLES_SUFFIX}"
+    if listing.exists():
+        return
+    tmp = folder / f".tmp-{key}{_SAMPLES_SUFFIX}"
+    tmp.write_text("\n".join(r.sha256 for r in rows))
+    tmp.replace(listing)
 
 
 def load_tensors(
@@ -74,6 +111,7 @@ def load_tensors(
             cache_dir=dataset_cache_dir(settings, dataset.id),
             cache_key=order_hash[:32],
         )
+        _record_samples(dataset_cache_dir(settings, dataset.id), order_hash[:32], rows)
     except ImageDecodeError as exc:
         raise SampleUnreadableError(
             f"the image of sample {rows[exc.index].sha256} cannot be read ({exc.reason})"

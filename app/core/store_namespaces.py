@@ -10,3 +10,5 @@ IMPORTS = "imports"
 METHOD_RESULTS = "method_results"
 """Method-specific results of an approximate run (losses, discriminator score, ...), keyed like
 the checkpoint they produced."""
+PREDICTIONS = "predictions"
+"""A constituent's softmax on the test split, keyed like its checkpoint and deleted with it."""

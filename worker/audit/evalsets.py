@@ -11,7 +11,7 @@ Privacy: file paths are read here solely to decode images; they never leave this
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +27,33 @@ from worker.audit import mia
 from worker.audit.context import AuditContext
 from worker.constituents import CHECKPOINTS, final_checkpoints, fresh_constituent
 from worker.flows.common import device, store
+from worker.predictions import load_cached, split_digest
 from worker.samples import SampleRow, load_tensors, sample_rows
 from worker.training.data import load_images
 from worker.training.evaluate import aggregate, predict_proba
 from worker.training.trainer import load_checkpoint
 
 __all__ = [
-    "MAX_MEMBERS",
-    "MAX_NONMEMBERS",
-    "MAX_RETAIN",
     "EvalSets",
     "Stage",
     "accuracy",
     "eval_sets",
     "predict_version",
+    "sample_caps",
     "sample_losses",
 ]
 
-# Sample caps: the attacks' power is bounded by the forgotten set anyway, and every image costs
-# one forward pass per constituent of two versions, which must stay small next to the retrain.
-MAX_MEMBERS = 500
-MAX_NONMEMBERS = 300
-MAX_RETAIN = 100
+
+def sample_caps() -> dict[str, int]:
+    """The configured caps per set (settings ``audit_max_*``); the attacks' power is bounded by
+    the forgotten set anyway, and every image costs one forward pass per constituent of two
+    versions, which must stay small next to the retrain."""
+    settings = get_settings()
+    return {
+        "forget": settings.audit_max_members,
+        "test": settings.audit_max_nonmembers,
+        "retain": settings.audit_max_retain,
+    }
 
 
 # --------------------------------------------------------------------------- evaluation sets
@@ -62,6 +67,11 @@ class EvalSets:
     labels: np.ndarray
     member_shards: np.ndarray  # the parent constituent that trained each member
     sizes: dict[str, int]
+    caps: dict[str, int] = field(default_factory=dict)
+    test_positions: list[int] = field(default_factory=list)
+    """Where each non-member sits in the active test split (its cached predictions' rows)."""
+    test_digest: str = ""
+    """The active test split's digest (:func:`worker.predictions.split_digest`)."""
 
     def part(self, name: str) -> slice:
         start = 0
@@ -80,7 +90,7 @@ def _subsample(items: Sequence[Any], limit: int, rng: np.random.Generator) -> li
 
 
 def _members(
-    session: Session, ctx: AuditContext, rng: np.random.Generator
+    session: Session, ctx: AuditContext, rng: np.random.Generator, cap: int
 ) -> list[tuple[int, int]]:
     """(sample id, parent shard) of the forgotten samples the parent actually trained on."""
     ids = [t.sample_id for t in ctx.targets if t.split == "train"]
@@ -96,34 +106,45 @@ def _members(
             ).all()
         )
     members = [(sid, placed[sid]) for sid in ids if sid in placed]
-    if len(members) > MAX_MEMBERS:
+    if len(members) > cap:
         ctx.notes.append(
-            f"Membership inference and forget-set accuracy use {MAX_MEMBERS} of the "
+            f"Membership inference and forget-set accuracy use {cap} of the "
             f"{len(members)} forgotten training samples, drawn at random (seeded by the request)."
         )
-    return _subsample(members, MAX_MEMBERS, rng)
+    return _subsample(members, cap, rng)
+
+
+@dataclass
+class _NonMembers:
+    ids: list[int]
+    images: torch.Tensor
+    positions: list[int]
+    digest: str
 
 
 def _nonmembers(
-    session: Session, ctx: AuditContext, classes: set[int], rng: np.random.Generator
-) -> tuple[list[int], torch.Tensor]:
-    """Active held-out test samples of the members' classes (never trained on by any version)
-    and their images.
+    session: Session, ctx: AuditContext, classes: set[int], rng: np.random.Generator, cap: int
+) -> _NonMembers:
+    """Active held-out test samples of the members' classes (never trained on by any version),
+    their images and their positions in the active test split.
 
     The whole active test set is read in the order the version's evaluation just read it, so
-    its decoded copy comes from the on-disk cache instead of being decoded again.
+    its decoded copy comes from the on-disk cache instead of being decoded again, and the
+    constituents' cached test predictions can answer for these samples.
     """
     ids = active_test_ids(session, ctx.model.dataset_id)
     rows = sample_rows(session, ids)
+    digest = split_digest(rows, ctx.model.recipe.image_size)
     wanted = [i for i, r in enumerate(rows) if r.class_index in classes]
-    chosen = _subsample(wanted, MAX_NONMEMBERS, rng)
+    chosen = _subsample(wanted, cap, rng)
     if not chosen:
-        return [], _load_rows(ctx, [], cache=False)
+        return _NonMembers([], _load_rows(ctx, [], cache=False), [], digest)
     images = _load_rows(ctx, rows, cache=True)
-    return [ids[i] for i in chosen], images[torch.tensor(chosen, dtype=torch.long)]
+    picked = images[torch.tensor(chosen, dtype=torch.long)]
+    return _NonMembers([ids[i] for i in chosen], picked, chosen, digest)
 
 
-def _retained(session: Session, ctx: AuditContext, rng: np.random.Generator) -> list[int]:
+def _retained(session: Session, ctx: AuditContext, rng: np.random.Generator, cap: int) -> list[int]:
     """A random sample of the training data the new version kept."""
     ids = session.scalars(
         select(ManifestEntry.sample_id)
@@ -131,7 +152,7 @@ def _retained(session: Session, ctx: AuditContext, rng: np.random.Generator) -> 
         .where(ManifestEntry.version_id == ctx.version.id)
         .order_by(Sample.sha256, Sample.id)
     ).all()
-    return _subsample(list(ids), MAX_RETAIN, rng)
+    return _subsample(list(ids), cap, rng)
 
 
 def _load_rows(ctx: AuditContext, rows: list[SampleRow], *, cache: bool) -> torch.Tensor:
@@ -150,19 +171,20 @@ def _load_rows(ctx: AuditContext, rows: list[SampleRow], *, cache: bool) -> torc
 
 def eval_sets(session: Session, ctx: AuditContext) -> EvalSets:
     rng = np.random.default_rng(ctx.seed)
-    members = _members(session, ctx, rng)
+    caps = sample_caps()
+    members = _members(session, ctx, rng, caps["forget"])
     member_rows = sample_rows(session, [sid for sid, _ in members])
     if ctx.is_class_target:
         member_classes = {ctx.classes.index(c) for c in ctx.request.target_classes}
     else:
         member_classes = {r.class_index for r in member_rows}
-    test_ids, test_images = _nonmembers(session, ctx, member_classes, rng)
-    test_rows = sample_rows(session, test_ids)
-    retain_rows = sample_rows(session, _retained(session, ctx, rng))
+    test = _nonmembers(session, ctx, member_classes, rng, caps["test"])
+    test_rows = sample_rows(session, test.ids)
+    retain_rows = sample_rows(session, _retained(session, ctx, rng, caps["retain"]))
     images = torch.cat(
         [
             _load_rows(ctx, member_rows, cache=False),
-            test_images,
+            test.images,
             _load_rows(ctx, retain_rows, cache=True),
         ]
     )
@@ -174,6 +196,9 @@ def eval_sets(session: Session, ctx: AuditContext) -> EvalSets:
         labels=labels,
         member_shards=np.array([shard for _, shard in members], dtype=np.int64),
         sizes={"forget": len(member_rows), "test": len(test_rows), "retain": len(retain_rows)},
+        caps=caps,
+        test_positions=test.positions,
+        test_digest=test.digest,
     )
 
 
@@ -184,15 +209,18 @@ def predict_version(
     session: Session,
     ctx: AuditContext,
     version: ModelVersion,
-    images: torch.Tensor,
+    sets: EvalSets,
     known: dict[str, np.ndarray],
 ) -> list[np.ndarray]:
     """Per-constituent softmax [N, K] of ``version`` in shard order.
 
     ``known`` maps checkpoint keys to predictions already made: a constituent that the new
-    version reused unchanged from its parent is not run twice.
+    version reused unchanged from its parent is not run twice. The non-members are held-out
+    test samples: a constituent's cached test predictions answer for them when they were made
+    on today's test split, so only the members and retained samples are run.
     """
     dev = device(get_settings())
+    test = sets.part("test")
     out: list[np.ndarray] = []
     for checkpoint in final_checkpoints(session, version, ctx.slices):
         cached = known.get(checkpoint.key) if checkpoint.reused else None
@@ -201,11 +229,28 @@ def predict_version(
             load_checkpoint(store().get(CHECKPOINTS, checkpoint.key), net, None, "cpu")
             # channels_last makes these small convolutions about 1.6x faster on CPU.
             net = net.to(dev).to(memory_format=torch.channels_last)
-            cached = predict_proba(net, images, device=dev).numpy().astype(np.float64)
+            split = load_cached(store(), checkpoint, sets.test_digest) if sets.test_digest else None
+            if split is None or not sets.test_positions:
+                cached = _proba(net, sets.images, dev)
+            else:
+                rest = torch.cat([sets.images[: test.start], sets.images[test.stop :]])
+                scored = _proba(net, rest, dev)
+                from_split = split[torch.tensor(sets.test_positions, dtype=torch.long)]
+                cached = np.concatenate(
+                    [
+                        scored[: test.start],
+                        from_split.numpy().astype(np.float64),
+                        scored[test.start :],
+                    ]
+                )
             del net
         known[checkpoint.key] = cached
         out.append(cached)
     return out
+
+
+def _proba(net: torch.nn.Module, images: torch.Tensor, dev: torch.device) -> np.ndarray:
+    return predict_proba(net, images, device=dev).numpy().astype(np.float64)
 
 
 @dataclass

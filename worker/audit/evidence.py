@@ -164,10 +164,12 @@ def measure(session: Session, ctx: AuditContext) -> Evidence:
         known: dict[str, np.ndarray] = {}
         how = ctx.model.recipe.aggregation
         before = _before_stage(session, ctx, sets, known, how)
-        after = Stage.of(predict_version(session, ctx, ctx.version, sets.images, known), how)
+        after = Stage.of(predict_version(session, ctx, ctx.version, sets, known), how)
         retrain = _reference(session, ctx, sets)
         efficacy = efficacy_section(session, before, after, sets, ctx)
         section = _mia_section(before, after, sets, ctx, retrain[0] if retrain else None)
+        # Which samples were scored, and the caps (settings audit_max_*) that bounded them.
+        section["evaluation_sets"] = {"sizes": dict(sets.sizes), "caps": dict(sets.caps)}
         if retrain is not None:
             for part in ("forget", "retain"):
                 efficacy[part]["retrain"] = accuracy(retrain[0], sets.labels, sets.part(part))
@@ -208,7 +210,7 @@ def _before_stage(
     """The previous version on the evaluation sets; None (and a note) when its weights are gone,
     so the report still measures the new version."""
     try:
-        return Stage.of(predict_version(session, ctx, ctx.parent, sets.images, known), how)
+        return Stage.of(predict_version(session, ctx, ctx.parent, sets, known), how)
     except Exception as exc:  # the type only: messages can carry file paths
         log.error(
             "audit of request %s: previous version not scored (%s)", ctx.request.id, error_kind(exc)

@@ -33,10 +33,12 @@ from app.db.models import (
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.audit.cost import shard_work
-from worker.constituents import derived_seed, final_checkpoints, load_constituents
+from worker.constituents import CHECKPOINTS, derived_seed, final_checkpoints, fresh_constituent
 from worker.flows.common import device, log, now, store
+from worker.predictions import split_predictions
 from worker.samples import load_tensors, sample_rows
 from worker.training.evaluate import aggregate, predict_proba
+from worker.training.trainer import load_checkpoint
 from worker.unlearning.metrics import layer_distances, prediction_distribution, relearn_epochs
 from worker.unlearning.registry import get_method
 
@@ -87,15 +89,7 @@ def forgetting_metrics(
     parent = session.get(ModelVersion, version.parent_id) if version.parent_id else None
     if not requests or parent is None:
         return None
-    dev = device()
-    after = load_constituents(session, store(), model, version, dev)
-    try:
-        before: list[torch.nn.Module] | None = load_constituents(
-            session, store(), model, parent, dev
-        )
-    except KeyError:  # the parent's weights are gone (purged): report "after" only
-        log.warning("version %s: parent weights missing, no before/after", version.id)
-        before = None
+    after, before = _load_both(session, model, version, parent)
     forget_train = _forget_train(session, model, parent, [r.id for r in requests], before, after)
     metrics: dict[str, Any] = {
         "target": requests[0].target_kind,
@@ -109,12 +103,38 @@ def forgetting_metrics(
     }
     classes = sorted({c for r in requests for c in r.target_classes})
     if classes:
-        metrics.update(_class_metrics(session, model, classes, before, after))
+        metrics.update(_class_metrics(session, model, classes, version, parent if before else None))
         metrics["relearn"] = _relearn(model, classes, forget_train, after)
         metrics["relearn_epochs"] = metrics["relearn"].get("epochs")
     else:
         metrics.update(_file_metrics(parent, forget_train))
     return metrics
+
+
+def _load_both(
+    session: Session, model: Model, version: ModelVersion, parent: ModelVersion
+) -> tuple[list[torch.nn.Module], list[torch.nn.Module] | None]:
+    """Both versions' constituents; one kept unchanged (same key) is loaded once and shared,
+    read-only. ``before`` is None when the parent's weights are gone (purged)."""
+    dev = device()
+    loaded: dict[str, torch.nn.Module] = {}
+
+    def constituents(of: ModelVersion) -> list[torch.nn.Module]:
+        nets = []
+        for checkpoint in final_checkpoints(session, of, model.recipe.slices):
+            if checkpoint.key not in loaded:
+                net = fresh_constituent(model, checkpoint.shard)
+                load_checkpoint(store().get(CHECKPOINTS, checkpoint.key), net, None, "cpu")
+                loaded[checkpoint.key] = net.to(dev).eval()
+            nets.append(loaded[checkpoint.key])
+        return nets
+
+    after = constituents(version)
+    try:
+        return after, constituents(parent)
+    except KeyError:  # report "after" only
+        log.warning("version %s: parent weights missing, no before/after", version.id)
+        return after, None
 
 
 def _is_exact(method: str) -> bool:
@@ -176,24 +196,44 @@ def _forget_train(
     return evaluation
 
 
-def _test_split(session: Session, model: Model) -> tuple[torch.Tensor, torch.Tensor]:
-    """The active test images, in the order evaluate_version uses (its decoded cache is hit)."""
+def _test_split(
+    session: Session, model: Model, version: ModelVersion, parent: ModelVersion | None
+) -> Evaluation:
+    """Both versions on the active test split, from the constituents' cached test predictions
+    where they are still valid (the new version's were just made by its own evaluation)."""
+    settings = get_settings()
     rows = sample_rows(session, active_test_ids(session, model.dataset_id))
-    return load_tensors(get_settings(), model.dataset, rows, model.recipe.image_size)
+    labels = torch.tensor([r.class_index for r in rows], dtype=torch.int64)
+    images: list[torch.Tensor] = []
+
+    def decode() -> torch.Tensor:
+        if not images:
+            images.append(load_tensors(settings, model.dataset, rows, model.recipe.image_size)[0])
+        return images[0]
+
+    def predicted(of: ModelVersion) -> torch.Tensor:
+        found = split_predictions(session, store(), model, of, rows, decode, device(settings))
+        return aggregate(found.probas, model.recipe.aggregation).argmax(1)
+
+    return Evaluation(
+        labels=labels,
+        before=predicted(parent) if parent is not None else None,
+        after=predicted(version),
+    )
 
 
 def _class_metrics(
     session: Session,
     model: Model,
     forgotten: list[str],
-    before: Sequence[torch.nn.Module] | None,
-    after: Sequence[torch.nn.Module],
+    version: ModelVersion,
+    parent: ModelVersion | None,
 ) -> dict[str, Any]:
     """Test-set accuracy on the forgotten classes, the retained ones and overall, per class, and
     where the forgotten classes' test images are now predicted."""
     classes = model.dataset.classes
-    images, labels = _test_split(session, model)
-    ev = _evaluate(model, images, labels, before, after)
+    ev = _test_split(session, model, version, parent)
+    labels = ev.labels
     indices = torch.tensor([classes.index(c) for c in forgotten])
     is_forgotten = torch.isin(labels, indices)
     per_class = {name: ev.accuracy(labels == index) for index, name in enumerate(classes)}

@@ -27,13 +27,14 @@ from app.db.session import session_scope
 from app.services import events
 from app.services.versions import create_child_version
 from app.settings import get_settings
-from worker.constituents import CHECKPOINTS, purge_version
+from worker.constituents import purge_version
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows import shared_erasure as shared
 from worker.flows.common import log, now, store, touch_model
 from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
 from worker.flows.verify import escalate_batch, refusal_reason, verify_batch
+from worker.predictions import delete_checkpoint_blobs, purge_dataset_predictions
 from worker.samples import purge_dataset_cache
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
@@ -231,7 +232,7 @@ def purge_superseded_checkpoints(
             .limit(1)
         )
         if still_used is None:
-            store().delete(CHECKPOINTS, key)
+            delete_checkpoint_blobs(store(), key)
     return purged
 
 
@@ -359,7 +360,9 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         assert model is not None
         released = shared.complete_released(session, model.dataset_id)
         purged = purge_dataset_checkpoints(session, model.dataset_id, sorted(erasing))
-        purge_dataset_cache(get_settings(), model.dataset_id)
+        erased = session.scalars(select(Sample.sha256).where(Sample.id.in_(sorted(erasing))))
+        purge_dataset_cache(get_settings(), model.dataset_id, set(erased.all()))
+        purge_dataset_predictions(session, store(), model.dataset_id, erasing)
         model.active_batch = None
         for request in (r for r in current if r is not None):
             add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))

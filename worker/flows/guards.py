@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 from app.core.options import RequestOptions, parse_options
 from app.db.models import DeletionRequest, Model, ModelVersion
 from app.services.datasets import dataset_counts
-from worker.constituents import load_constituents
+from worker.constituents import CHECKPOINTS, final_checkpoints, fresh_constituent
 from worker.flows.common import store
 from worker.flows.proof import lineage_refusal
+from worker.training.trainer import load_checkpoint
 from worker.unlearning.base import Runner
 from worker.unlearning.registry import get_method
 
@@ -42,10 +43,17 @@ def _non_finite(net: torch.nn.Module) -> list[str]:
 
 
 def non_finite_refusal(session: Session, model: Model, version: ModelVersion) -> str | None:
-    """None when every weight of every constituent is finite; otherwise which are not."""
+    """None when every weight of every constituent is finite; otherwise which are not.
+
+    A constituent reused unchanged (same key, same bytes) was checked when it was first made,
+    so only the ones this version trained are loaded."""
     found = []
-    nets = load_constituents(session, store(), model, version, torch.device("cpu"))
-    for shard, net in enumerate(nets):
+    for checkpoint in final_checkpoints(session, version, model.recipe.slices):
+        if checkpoint.reused:
+            continue
+        net = fresh_constituent(model, checkpoint.shard)
+        load_checkpoint(store().get(CHECKPOINTS, checkpoint.key), net, None, map_location="cpu")
+        shard = checkpoint.shard
         names = _non_finite(net)
         if names:
             found.append(f"shard {shard}: {len(names)} tensor(s) ({', '.join(names[:5])})")

@@ -26,7 +26,7 @@ from app.db.session import session_scope
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.audit.cost import shard_work
-from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
+from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent
 from worker.evaluation.finite import storable_metrics
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
@@ -40,8 +40,9 @@ from worker.flows.shards import (
     update_shard,
 )
 from worker.flows.timings import add_batch_phase, retrain_seconds, stopwatch
+from worker.predictions import PREDICTIONS, split_predictions
 from worker.samples import SampleRow, load_tensors, sample_rows
-from worker.training.evaluate import accuracy_summary, aggregate, predict_proba
+from worker.training.evaluate import accuracy_summary, aggregate
 from worker.training.trainer import (
     Recipe,
     checkpoint_bytes,
@@ -226,6 +227,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
         )
         trained += end * recipe.epochs_per_slice
         artifact = blob_store.put(CHECKPOINTS, job.keys[slice_], checkpoint_bytes(net, optimizer))
+        blob_store.delete(PREDICTIONS, job.keys[slice_])  # made from whatever was there before
         with session_scope() as session:
             update_checkpoint(
                 session,
@@ -264,14 +266,22 @@ def claim_finalization(session: Session, version_id: int) -> bool:
 
 def evaluate_version(session: Session, model: Model, version: ModelVersion) -> dict[str, Any]:
     """Test accuracy of the ensemble (overall, per class, on retained classes) and of each
-    constituent, plus the cost of building the version."""
+    constituent, plus the cost of building the version. Constituents kept unchanged from an
+    earlier version answer from their cached test predictions; only new ones are run."""
     settings = get_settings()
     dataset = model.dataset
     rows = sample_rows(session, active_test_ids(session, dataset.id))
-    images, labels = load_tensors(settings, dataset, rows, model.recipe.image_size)
-    dev = device(settings)
-    constituents = load_constituents(session, store(), model, version, dev)
-    probas = [predict_proba(net, images, device=dev) for net in constituents]
+    labels = torch.tensor([r.class_index for r in rows], dtype=torch.int64)
+    predictions = split_predictions(
+        session,
+        store(),
+        model,
+        version,
+        rows,
+        lambda: load_tensors(settings, dataset, rows, model.recipe.image_size)[0],
+        device(settings),
+    )
+    probas = predictions.probas
     ensemble = aggregate(probas, model.recipe.aggregation)
     classes = dataset.classes
     retired = {classes.index(c) for c in version.retired_classes}
@@ -290,6 +300,11 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
             for i, p in enumerate(probas)
         ],
         "training": training_record(model),
+        "evaluation": {
+            "constituents_evaluated": predictions.evaluated,
+            "constituents_from_cache": predictions.cached,
+            "test_samples": len(rows),
+        },
         "cost": {
             "train_seconds": work.train_seconds,
             "sample_passes": work.sample_passes,
