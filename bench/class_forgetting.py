@@ -380,7 +380,33 @@ def methods_to_run(
     return rows
 
 
-def run_scenario(scenario: Scenario, only: list[str] | None, quiet_s: float) -> dict[str, Any]:
+def cached_row(
+    scenario: Scenario, base: dict[str, Any], label: str, method: str, config: dict | None
+) -> tuple[Path, dict[str, Any] | None]:
+    """Where a row is kept, and the row an earlier run measured for the same base weights,
+    method and resolved configuration (None when there is none or anything differs)."""
+    import hashlib
+
+    from app.core.methods.registry import validate_config
+
+    path = WORK / "rows" / f"{scenario.dataset}-{label.replace(' ', '_')}.json"
+    key = {
+        "base_sha256": hashlib.sha256(Path(base["state_dict"]).read_bytes()).hexdigest(),
+        "method": method,
+        "config": validate_config(method, config).model_dump(mode="json"),
+    }
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key and Path(stored["row"]["weights"]).is_file():
+            return path, {**stored["row"], "reused_from_earlier_run": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "row": None}))
+    return path, None
+
+
+def run_scenario(
+    scenario: Scenario, only: list[str] | None, quiet_s: float, reuse: bool = False
+) -> dict[str, Any]:
     data = subset_copy(scenario)
     base = train_base(scenario, data, WORK / "homes" / f"{scenario.dataset}-base", quiet_s)
     print(
@@ -390,7 +416,11 @@ def run_scenario(scenario: Scenario, only: list[str] | None, quiet_s: float) -> 
     )
     rows = []
     for label, method, config in methods_to_run(scenario, only):
-        result = run_method(scenario, base, method, config, label, quiet_s)
+        path, result = cached_row(scenario, base, label, method, config)
+        if result is None or not reuse:
+            result = run_method(scenario, base, method, config, label, quiet_s)
+            key = json.loads(path.read_text())["key"]
+            path.write_text(json.dumps({"key": key, "row": result}, indent=1))
         print(
             f"  {label}: forget {result['forget_accuracy']:.3f}, retained "
             f"{result['retained_accuracy']:.3f}, {result['method_seconds']:.1f}s method, "
@@ -433,6 +463,12 @@ def main() -> None:
         "comparable across methods either way)",
     )
     parser.add_argument("--name", help="result file name (default: by --quick)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a row an earlier run of this mode measured on the same base weights with "
+        "the same method configuration (marked reused_from_earlier_run) instead of rerunning it",
+    )
     args = parser.parse_args()
     import torch
 
@@ -444,7 +480,7 @@ def main() -> None:
     name = args.name or ("class_forgetting_quick" if args.quick else "class_forgetting")
     global WORK
     WORK = WORK / ("quick" if args.quick else "full")
-    results = [run_scenario(s, only, args.wait_quiet) for s in scenarios]
+    results = [run_scenario(s, only, args.wait_quiet, args.reuse) for s in scenarios]
     table = markdown(results)
     path = write_result(name, {"results": results, "table": table, "notes": NOTES})
     print(table)

@@ -154,9 +154,11 @@ def sweep_dataset(scenario: Any) -> dict[str, Any]:
     test = load_split(data, "test", classes, scenario.image_size, channels)
     began = time.perf_counter()
     cached = WORK / f"{scenario.dataset}-base-{scenario.epochs}-{scenario.batch_size}.pt"
+    reused = cached.is_file()
     net = train_base(scenario, train, channels, cached)
     base = {
-        "train_seconds": round(time.perf_counter() - began, 1),
+        "seconds": round(time.perf_counter() - began, 1),
+        "weights_from_an_earlier_run": reused,
         "train_accuracy": accuracies(
             net, {**train, "validation": torch.zeros_like(train["y"], dtype=torch.bool)}, forget
         )["test"],

@@ -96,8 +96,12 @@ def _svd_directions(
             h.remove()
     out: Directions = {}
     for name, rows in inputs.items():
-        u, s, _ = torch.linalg.svd(rows.double().T, full_matrices=False)
-        out[name] = (u, s)
+        # U and S of svd(rows^T) from the eigen-decomposition of the small Gram matrix
+        # rows^T rows (features x features): the same directions and energies, without the
+        # right singular vectors (one per row, up to max_patches of them) that svd computes
+        a = rows.double()
+        energy, u = torch.linalg.eigh(a.T @ a)
+        out[name] = (u, energy.clamp_min(0).sqrt())
     return out
 
 
