@@ -96,6 +96,7 @@ def test_salun_keeps_the_masked_out_weights_despite_weight_decay(split):
     SGD's step) and momentum must not move them either."""
     config = {"epochs": 2, "batch_size": 32, "mask_ratio": 0.3, "weight_decay": 0.01}
     model, details = run("salun", split, config)
+    assert details["mask_fraction"] == pytest.approx(0.3, abs=0.02)
     before = dict(split[0].named_parameters())
     moved = sum(int((p != before[n]).sum()) for n, p in model.named_parameters())
     total = sum(p.numel() for p in model.parameters())

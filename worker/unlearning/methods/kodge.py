@@ -6,12 +6,16 @@
    from a random ``3k x 3k`` window when the map is larger, at most ``max_patches`` rows) and
    every ``Linear`` layer, once on a retain sample (``samples`` images spread over the
    retained classes) and once on up to ``samples`` forget images.
-2. Per layer, ``U, S = svd(inputs^T)``, ``s = S**2 / sum(S**2)`` and
-   ``M = U diag(a s / ((a - 1) s + 1)) U^T`` (``a = alpha_r`` retain, ``alpha_f`` forget).
+2. Per layer, ``U, S = svd(inputs^T)`` (here from the eigen-decomposition of
+   ``inputs^T inputs``: the same ``U`` and ``S``, much faster on a CPU),
+   ``s = S**2 / sum(S**2)`` and ``M = U diag(a s / ((a - 1) s + 1)) U^T`` (``a = alpha_r`` retain, ``alpha_f`` forget).
 3. ``P = I - (M_f - M_f M_r)`` and ``W <- W.flatten(1) @ P^T`` (biases unchanged).
 
 Both samples are recorded on the original weights before any layer is projected, as in the
-official code. Grouped convolutions are left as they are (their inputs do not unfold into one
+official code, which this module matches step for step (checked against its
+``models/model_utils.py`` and ``main.py``); the only other differences are float64 for the
+decomposition and a random rather than the first ``samples / (classes - 1)`` retain images per
+class. Grouped convolutions are left as they are (their inputs do not unfold into one
 matrix per layer); the details list which layers were projected.
 """
 

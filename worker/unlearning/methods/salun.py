@@ -80,9 +80,7 @@ def run(inputs: UnlearningInputs, config: SalunConfig) -> MethodResult:
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if n in mask}
     handles = [
         opt.register_step_pre_hook(lambda *_: _masks.mask_gradients(model, mask)),
-        opt.register_step_post_hook(
-            lambda *_: _masks.restore_outside(model, mask, initial, opt)
-        ),
+        opt.register_step_post_hook(lambda *_: _masks.restore_outside(model, mask, initial, opt)),
     ]
     try:
         with _ops.keep_mode(model):
