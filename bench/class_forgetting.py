@@ -397,8 +397,9 @@ def cached_row(
     }
     if path.is_file():
         stored = json.loads(path.read_text())
-        if stored.get("key") == key and Path(stored["row"]["weights"]).is_file():
-            return path, {**stored["row"], "reused_from_earlier_run": True}
+        row = stored.get("row")  # None: an earlier run stopped while measuring it
+        if stored.get("key") == key and row is not None and Path(row["weights"]).is_file():
+            return path, {**row, "reused_from_earlier_run": True}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"key": key, "row": None}))
     return path, None

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 from typing import Any
 
 from bench import class_forgetting as cf
-from bench.harness import PROJECT_ROOT, write_result
+from bench.harness import PROJECT_ROOT, RESULTS, write_result
 
 CLASSES = ("bear", "cat", "cow", "elephant", "giraffe", "zebra")
 FORGET = "elephant"
@@ -145,12 +146,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bases", type=int, default=4, help="base models (init seeds)")
     parser.add_argument("--seeds", type=int, default=2, help="unlearning seeds per base model")
+    parser.add_argument(
+        "--base",
+        type=int,
+        help="run only this base model and write unsir_robustness_part_<base>.json (parts "
+        "can run side by side; --combine then writes the summary)",
+    )
+    parser.add_argument("--combine", action="store_true", help="summarise the parts' rows")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    cf.WORK = PROJECT_ROOT / ".cache" / "bench" / "unsir_robustness"
-    rows = [row for b in range(args.bases) for row in run_base(b, args.seeds)]
+    if args.combine:
+        rows = [
+            row
+            for b in range(args.bases)
+            for row in json.loads((RESULTS / f"unsir_robustness_part_{b}.json").read_text())["rows"]
+        ]
+    else:
+        bases = range(args.bases) if args.base is None else [args.base]
+        rows = []
+        for b in bases:
+            # one working folder per base: parts may run at once
+            cf.WORK = PROJECT_ROOT / ".cache" / "bench" / "unsir_robustness" / f"base-{b}"
+            rows += run_base(b, args.seeds)
+        if args.base is not None:
+            path = write_result(f"unsir_robustness_part_{args.base}", {"rows": rows})
+            print(f"written to {path}")
+            return
     summary = summarise(rows)
     print(summary)
     path = write_result("unsir_robustness", {"summary": summary, "rows": rows})
