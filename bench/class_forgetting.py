@@ -4,14 +4,19 @@ with a full retrain of the same model, on the same data, with the same seed.
     .venv/bin/python -m bench.class_forgetting           # Animal-MNIST "elephant", CIFAR-10 "cat"
     .venv/bin/python -m bench.class_forgetting --quick   # small subsets, a few minutes
 
-How: per dataset, one monolithic small_cnn is trained through the service (the *base* model).
+How: per dataset, one monolithic small_cnn is trained through the service with the recommended
+recipe (the *base* model; its accuracy on its own training images and on the test split is
+reported next to every row).
 Every method then starts from exactly those weights: it runs in a fresh in-process service (its
 own database, store and dataset copy, because forgetting erases and tombstones the class's
 images, which a second registration would refuse) into which the base weights are imported
 with POST /v1/models/import, and the class is forgotten with one deletion request. `retrain` is
 the gold standard (the same recipe and seed, without the class); `sisa` on a monolithic model
 retrains the same way. Results go to bench/results/class_forgetting.json (or
-class_forgetting_quick.json) and a markdown table is printed.
+class_forgetting_quick.json, or --name) and a markdown table is printed. Each row is also
+kept under the mode's working folder; `--reuse` takes a kept row measured on the same base
+weights with the same resolved configuration instead of rerunning it, so a long run can be
+split (the retrain once, methods added later) and assembled into one table.
 
 Timings come from a shared two-core machine: each row records how much CPU other processes
 used meanwhile (`foreign_cpu`), and `--wait-quiet` waits for a quiet spell before each step.
