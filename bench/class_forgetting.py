@@ -4,14 +4,19 @@ with a full retrain of the same model, on the same data, with the same seed.
     .venv/bin/python -m bench.class_forgetting           # Animal-MNIST "elephant", CIFAR-10 "cat"
     .venv/bin/python -m bench.class_forgetting --quick   # small subsets, a few minutes
 
-How: per dataset, one monolithic small_cnn is trained through the service (the *base* model).
+How: per dataset, one monolithic small_cnn is trained through the service with the recommended
+recipe (the *base* model; its accuracy on its own training images and on the test split is
+reported next to every row).
 Every method then starts from exactly those weights: it runs in a fresh in-process service (its
 own database, store and dataset copy, because forgetting erases and tombstones the class's
 images, which a second registration would refuse) into which the base weights are imported
 with POST /v1/models/import, and the class is forgotten with one deletion request. `retrain` is
 the gold standard (the same recipe and seed, without the class); `sisa` on a monolithic model
 retrains the same way. Results go to bench/results/class_forgetting.json (or
-class_forgetting_quick.json) and a markdown table is printed.
+class_forgetting_quick.json, or --name) and a markdown table is printed. Each row is also
+kept under the mode's working folder; `--reuse` takes a kept row measured on the same base
+weights with the same resolved configuration instead of rerunning it, so a long run can be
+split (the retrain once, methods added later) and assembled into one table.
 
 Timings come from a shared two-core machine: each row records how much CPU other processes
 used meanwhile (`foreign_cpu`), and `--wait-quiet` waits for a quiet spell before each step.
@@ -27,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.class_forgetting_compare import compare_with_retrain, markdown
 from bench.harness import (
     PROJECT_ROOT,
     Service,
@@ -37,6 +43,9 @@ from bench.harness import (
     write_result,
 )
 
+# One working folder per mode (set by main): a quick and a full run may go side by side, and
+# a later run of the same mode reuses its base model (two runs of one mode may not overlap:
+# each method refreshes the mode's dataset copy).
 WORK = PROJECT_ROOT / ".cache" / "bench" / "class_forgetting"
 
 
@@ -49,8 +58,9 @@ class Scenario:
     image_size: int
     epochs: int
     batch_size: int = 64
-    lr: float = 0.05
     seed: int = 0
+    classes: tuple[str, ...] | None = None  # a subset of the classes (None: all)
+    subset_seed: int = 0  # which images the subset copies (``seed`` is the model's)
     # Extra rows besides every method with its defaults: (label, method, method_config).
     variants: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
@@ -75,6 +85,9 @@ FULL = [
     Scenario("cifar10", "cat", 1000, 200, 32, 15, variants=VARIANTS),
 ]
 # Small subsets; a smaller batch gives the short training enough steps to be a usable model.
+# Both modes train the base model with small_cnn's recommended recipe (batch norm, one-cycle
+# schedule, crop and flip augmentation; app.core.recipe.RECOMMENDED): a model that converges,
+# so the retrain it is compared with is not a noisy, under-trained one.
 QUICK = [
     Scenario("animal-mnist", "elephant", 200, 50, 28, 15, 32, variants=VARIANTS),
     Scenario("cifar10", "cat", 200, 50, 32, 15, 32, variants=VARIANTS),
@@ -85,7 +98,12 @@ QUICK = [
 
 
 def model_spec(scenario: Scenario, name: str, dataset_id: int) -> dict[str, Any]:
+    """The base model's request; the recipe is written out in full, so the import (whose
+    omitted fields take the historical values) records the same recipe for the retrain."""
+    from app.core.recipe import RECOMMENDED
+
     return {
+        **RECOMMENDED["small_cnn"],
         "name": name,
         "dataset": dataset_id,
         "architecture": "small_cnn",
@@ -95,7 +113,6 @@ def model_spec(scenario: Scenario, name: str, dataset_id: int) -> dict[str, Any]
         "image_size": scenario.image_size,
         "seed": scenario.seed,
         "batch_size": scenario.batch_size,
-        "lr": scenario.lr,
     }
 
 
@@ -130,8 +147,13 @@ def train_base(scenario: Scenario, data: Path, home: Path, quiet_s: float) -> di
     """
     import torch
 
-    recipe = {k: v for k, v in asdict(scenario).items() if k != "variants"}
-    record_path = home.parent / f"{scenario.dataset}-base.json"
+    # fields at their defaults are left out, so a record written before they existed matches
+    recipe = {
+        k: v
+        for k, v in asdict(scenario).items()
+        if k != "variants" and not (k in ("classes", "subset_seed") and not v)
+    }
+    record_path = home.parent / f"{home.name}.json"
     if record_path.is_file():
         cached = json.loads(record_path.read_text())
         if cached.get("recipe") == recipe and Path(cached["state_dict"]).is_file():
@@ -141,17 +163,51 @@ def train_base(scenario: Scenario, data: Path, home: Path, quiet_s: float) -> di
         record: dict[str, Any] = {"waited_for_quiet_s": wait_quiet(quiet_s)}
         with contention(record):
             model, took = service.train_model(model_spec(scenario, "base", dataset["id"]))
-        path = home.parent / f"{scenario.dataset}-base.pt"
+        path = home.parent / f"{home.name}.pt"
         torch.save(final_state_dict(model["id"]), path)
     base = {
         **record,
         "train_seconds": took,
         "state_dict": str(path),
         "classes": dataset["classes"],
+        "model_spec": {k: v for k, v in model_spec(scenario, "base", 0).items() if k != "dataset"},
         "test": model["metrics"]["test"],
+        "train_accuracy": train_accuracy(path, data, dataset["classes"], scenario),
     }
     record_path.write_text(json.dumps({**base, "recipe": recipe}, indent=2))
     return base
+
+
+def train_accuracy(weights: Path, data: Path, classes: list[str], scenario: Scenario) -> float:
+    """The base model's accuracy on its own (unaugmented) training images: with the test
+    accuracy, whether it converged and how much it fits its training set."""
+    import torch
+
+    from worker.training.architectures import build_model
+    from worker.training.data import load_images, to_model_input
+
+    channels = 1 if scenario.dataset == "animal-mnist" else 3
+    paths, labels = [], []
+    for index, name in enumerate(classes):
+        files = sorted((data / "train" / name).iterdir())
+        paths += files
+        labels += [index] * len(files)
+    images = load_images(paths, image_size=scenario.image_size, channels=channels)
+    net = build_model(
+        "small_cnn",
+        num_classes=len(classes),
+        in_channels=channels,
+        image_size=scenario.image_size,
+        norm="batch",
+    )
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(paths), 512):
+            logits = net(to_model_input(images[start : start + 512]))
+            correct += int((logits.argmax(1) == torch.tensor(labels[start : start + 512])).sum())
+    return round(correct / len(paths), 4)
 
 
 def import_base(service: Service, scenario: Scenario, base: dict[str, Any], name: str) -> dict:
@@ -199,6 +255,11 @@ def mia_auc(service: Service, request_id: str) -> dict[str, Any] | None:
     } or None
 
 
+# Each row measures the method itself: targets it cannot miss, so nothing escalates. Whether it
+# met the default targets is read from its validation figures (row).
+LAX_TARGETS: dict[str, Any] = {"max_forget_accuracy": 1.0, "max_retain_drop": 100}
+
+
 # --- one method ---------------------------------------------------------------------------------
 
 
@@ -209,7 +270,10 @@ def run_method(
     config: dict[str, Any] | None,
     label: str,
     quiet_s: float,
+    options: dict[str, Any] | None = LAX_TARGETS,
 ) -> dict[str, Any]:
+    """One request in a fresh service on the base weights. ``options`` None sends none (the
+    service's default targets, verified and escalated)."""
     import torch
 
     home = WORK / "homes" / f"{scenario.dataset}-{label.replace(' ', '_')}"
@@ -223,9 +287,8 @@ def run_method(
         }
         if config is not None:
             payload["method_config"] = config
-        # Each row measures the method itself: targets it cannot miss, so nothing escalates.
-        # Whether it met the default targets is read from its validation figures (row).
-        payload["options"] = {"max_forget_accuracy": 1.0, "max_retain_drop": 100}
+        if options is not None:
+            payload["options"] = options
         record: dict[str, Any] = {"waited_for_quiet_s": wait_quiet(quiet_s)}
         cpu = time.process_time()
         with contention(record):
@@ -244,10 +307,11 @@ def run_method(
         weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(final_state_dict(model["id"]), weights)
         mia = mia_auc(service, request["id"])
-    return row(label, method, config, request, took, forgetting, mia, weights, record)
+    return row(base, label, method, config, request, took, forgetting, mia, weights, record)
 
 
 def row(
+    base: dict[str, Any],
     label: str,
     method: str,
     config: dict[str, Any] | None,
@@ -259,11 +323,16 @@ def row(
     record: dict[str, Any],
 ) -> dict[str, Any]:
     cost = forgetting["cost"]
+    attempts = request["plan"].get("attempts") or [{}]
     return {
         "label": label,
         "method": method,
+        # the base model every row starts from: did it converge (train) and generalise (test)
+        "base_train_accuracy": base["train_accuracy"],
+        "base_test_accuracy": base["test"]["accuracy"],
         "method_config": request["method_config"] if config is not None else "defaults",
-        "validation": (request["plan"].get("attempts") or [{}])[-1].get("validation"),
+        "validation": attempts[-1].get("validation"),
+        "attempts": attempts,
         "forget_accuracy": forgetting["forget"]["after"],
         "forget_accuracy_before": forgetting["forget"]["before"],
         "forget_train_accuracy": forgetting["forget_train"]["after"],
@@ -294,55 +363,9 @@ def subset_copy(scenario: Scenario) -> Path:
         WORK / f"{scenario.dataset}-data",
         train_per_class=scenario.train_per_class,
         test_per_class=scenario.test_per_class,
-        seed=scenario.seed,
+        classes=list(scenario.classes) if scenario.classes else None,
+        seed=scenario.subset_seed,
     )
-
-
-# --- comparison with the retrain ----------------------------------------------------------------
-
-
-def compare_with_retrain(rows: list[dict[str, Any]]) -> None:
-    """Speed-ups over the retrain and the weight distance to the retrained model, in place."""
-    import torch
-
-    from worker.unlearning.metrics import layer_distances
-
-    retrain = next((r for r in rows if r["label"] == "retrain"), None)
-    if retrain is None:
-        return
-    reference = torch.load(retrain["weights"], weights_only=True)
-    for r in rows:
-        r["speedup_method"] = _ratio(retrain["method_seconds"], r["method_seconds"])
-        r["speedup_request_cpu"] = _ratio(retrain["request_cpu_seconds"], r["request_cpu_seconds"])
-        r["speedup_wall"] = _ratio(retrain["request_wall_seconds"], r["request_wall_seconds"])
-        r["retained_minus_retrain_points"] = round(
-            100 * (r["retained_accuracy"] - retrain["retained_accuracy"]), 2
-        )
-        state = torch.load(r["weights"], weights_only=True)
-        r["weight_distance_to_retrain"] = _distance(layer_distances, state, reference)
-
-
-def _ratio(reference: float, value: float) -> float | None:
-    return round(reference / value, 2) if value > 0 else None
-
-
-def _distance(layer_distances: Any, state: dict, reference: dict) -> dict[str, float]:
-    """Relative l2 distance of all weights, as modules so layer_distances can compare them."""
-    import math
-
-    import torch
-
-    def as_module(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-        module = torch.nn.Module()
-        for index, (name, tensor) in enumerate(sorted(tensors.items())):
-            if tensor.is_floating_point() and "running" not in name:
-                module.register_parameter(f"p{index}", torch.nn.Parameter(tensor.clone()))
-        return module
-
-    layers = layer_distances(as_module(state), as_module(reference))
-    l2 = math.sqrt(sum(d["l2"] ** 2 for d in layers.values()))
-    norm = math.sqrt(sum(float(t.double().norm()) ** 2 for t in reference.values()))
-    return {"l2": round(l2, 4), "relative": round(l2 / norm, 4) if norm else 0.0}
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -362,17 +385,48 @@ def methods_to_run(
     return rows
 
 
-def run_scenario(scenario: Scenario, only: list[str] | None, quiet_s: float) -> dict[str, Any]:
+def cached_row(
+    scenario: Scenario, base: dict[str, Any], label: str, method: str, config: dict | None
+) -> tuple[Path, dict[str, Any] | None]:
+    """Where a row is kept, and the row an earlier run measured for the same base weights,
+    method and resolved configuration (None when there is none or anything differs)."""
+    import hashlib
+
+    from app.core.methods.registry import validate_config
+
+    path = WORK / "rows" / f"{scenario.dataset}-{label.replace(' ', '_')}.json"
+    key = {
+        "base_sha256": hashlib.sha256(Path(base["state_dict"]).read_bytes()).hexdigest(),
+        "method": method,
+        "config": validate_config(method, config).model_dump(mode="json"),
+    }
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        row = stored.get("row")  # None: an earlier run stopped while measuring it
+        if stored.get("key") == key and row is not None and Path(row["weights"]).is_file():
+            return path, {**row, "reused_from_earlier_run": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "row": None}))
+    return path, None
+
+
+def run_scenario(
+    scenario: Scenario, only: list[str] | None, quiet_s: float, reuse: bool = False
+) -> dict[str, Any]:
     data = subset_copy(scenario)
     base = train_base(scenario, data, WORK / "homes" / f"{scenario.dataset}-base", quiet_s)
     print(
-        f"{scenario.dataset}: base model test accuracy {base['test']['accuracy']:.3f}, "
-        f"trained in {base['train_seconds']:.1f}s",
+        f"{scenario.dataset}: base model train accuracy {base['train_accuracy']:.3f}, test "
+        f"accuracy {base['test']['accuracy']:.3f}, trained in {base['train_seconds']:.1f}s",
         flush=True,
     )
     rows = []
     for label, method, config in methods_to_run(scenario, only):
-        result = run_method(scenario, base, method, config, label, quiet_s)
+        path, result = cached_row(scenario, base, label, method, config)
+        if result is None or not reuse:
+            result = run_method(scenario, base, method, config, label, quiet_s)
+            key = json.loads(path.read_text())["key"]
+            path.write_text(json.dumps({"key": key, "row": result}, indent=1))
         print(
             f"  {label}: forget {result['forget_accuracy']:.3f}, retained "
             f"{result['retained_accuracy']:.3f}, {result['method_seconds']:.1f}s method, "
@@ -382,30 +436,6 @@ def run_scenario(scenario: Scenario, only: list[str] | None, quiet_s: float) -> 
         rows.append(result)
     compare_with_retrain(rows)
     return {"scenario": asdict(scenario), "base": base, "rows": rows}
-
-
-def markdown(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| dataset (class) | method | forget acc | retained acc (Δ vs retrain) | test acc "
-        "| MIA AUC after | request CPU s | speed-up (CPU) | method wall s | speed-up (wall) "
-        "| request wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for result in results:
-        scenario = result["scenario"]
-        for r in result["rows"]:
-            mia = r["membership_inference_auc"] or {}
-            auc = (mia.get("loss_threshold") or {}).get("after")
-            lines.append(
-                f"| {scenario['dataset']} ({scenario['forget']}) | {r['label']} "
-                f"| {100 * r['forget_accuracy']:.1f}% "
-                f"| {100 * r['retained_accuracy']:.1f}% ({r['retained_minus_retrain_points']:+.1f}) "
-                f"| {100 * r['test_accuracy']:.1f}% | {'-' if auc is None else f'{auc:.2f}'} "
-                f"| {r['request_cpu_seconds']:.1f} | {r['speedup_request_cpu']}x "
-                f"| {r['method_seconds']:.1f} | {r['speedup_method']}x "
-                f"| {r['request_wall_seconds']:.1f} |"
-            )
-    return "\n".join(lines)
 
 
 NOTES = [
@@ -439,6 +469,12 @@ def main() -> None:
         "comparable across methods either way)",
     )
     parser.add_argument("--name", help="result file name (default: by --quick)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a row an earlier run of this mode measured on the same base weights with "
+        "the same method configuration (marked reused_from_earlier_run) instead of rerunning it",
+    )
     args = parser.parse_args()
     import torch
 
@@ -447,9 +483,11 @@ def main() -> None:
         s for s in (QUICK if args.quick else FULL) if s.dataset in (args.dataset or [s.dataset])
     ]
     only = sorted({*args.method, "retrain"}) if args.method else None
-    results = [run_scenario(s, only, args.wait_quiet) for s in scenarios]
-    table = markdown(results)
     name = args.name or ("class_forgetting_quick" if args.quick else "class_forgetting")
+    global WORK
+    WORK = WORK / ("quick" if args.quick else "full")
+    results = [run_scenario(s, only, args.wait_quiet, args.reuse) for s in scenarios]
+    table = markdown(results)
     path = write_result(name, {"results": results, "table": table, "notes": NOTES})
     print(table)
     print(f"\nwritten to {path}")

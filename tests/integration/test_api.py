@@ -255,6 +255,11 @@ def test_methods_keys_and_docs(postgres_service) -> None:
         methods["unsir"]["targets"] == ["classes"]
         and "properties" in methods["unsir"]["config_schema"]
     )
+    # one salun module serves both targets; a class request's plan is listed to its retrain
+    assert methods["salun"]["targets"] == ["classes", "files"]
+    assert [s["method"] for s in methods["salun"]["escalation_plan"]] == ["retrain"]
+    assert [s["method"] for s in methods["kodge"]["escalation_plan"]] == ["kodge", "retrain"]
+    assert methods["retrain"]["escalation_plan"] == []
     key = client.get("/v1/keys").json()["keys"][0]
     assert key["algorithm"] == "Ed25519" and "BEGIN PUBLIC KEY" in key["public_key_pem"]
     assert client.get("/docs").status_code == 200

@@ -45,3 +45,27 @@ def test_no_plan_goes_straight_to_retrain_and_escalate_false_stops() -> None:
         method="unsir", method_config={}, plan={}, options={"escalate": False}
     )
     assert _next_step(stopped) is None
+
+
+def test_every_approximate_class_method_follows_its_served_plan_to_retrain() -> None:
+    """What GET /v1/methods shows as a method's plan is what a missed request runs: each
+    declared step (a configuration that differs from the method's defaults, or it would only
+    repeat the attempt), then the exact retrain, then nothing."""
+    from app.core.methods.base import Target
+    from app.core.methods.registry import all_methods
+
+    approximate = [s for s in all_methods() if not s.exact and Target.CLASSES in s.targets]
+    assert {"kodge", "salun", "unsir", "ssd"} <= {s.name for s in approximate}
+    for spec in approximate:
+        plan = spec.describe()["escalation_plan"]
+        assert plan[-1]["method"] == "retrain", spec.name
+        defaults = spec.config_model().model_dump(mode="json")
+        request = DeletionRequest(method=spec.name, method_config=defaults, plan={}, options={})
+        for expected in plan:
+            step = _advance(request)
+            assert step is not None and step[0] == expected["method"], spec.name
+            if expected["method"] == spec.name:
+                assert step[1] != defaults, spec.name
+                assert all(step[1][k] == v for k, v in expected["config"].items()), spec.name
+        assert _advance(request) is None, spec.name
+    assert all(not s.escalation_plan() for s in all_methods() if s.exact)

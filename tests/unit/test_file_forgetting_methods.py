@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.unit.test_unlearning_methods import CPU, NUM_CLASSES, make_toy, pretrain, tiny_cnn
-from worker.unlearning import Target, UnlearningInputs, _masks, get_method
+from worker.unlearning import Target, UnlearningInputs, _masks, _ops, get_method
 from worker.unlearning.methods.dummy_labels import best_wrong_labels
 from worker.unlearning.methods.scrub import distill_kl
 from worker.unlearning.registry import validate_config
@@ -89,6 +89,33 @@ def test_salun_moves_only_the_salient_weights(split):
     moved = sum(int((p != before[n]).sum()) for n, p in model.named_parameters())
     total = sum(p.numel() for p in model.parameters())
     assert 0 < moved <= 0.3 * total + 1
+
+
+def test_salun_keeps_the_masked_out_weights_despite_weight_decay(split):
+    """The official code restores masked-out weights after each step: weight decay (inside
+    SGD's step) and momentum must not move them either."""
+    config = {"epochs": 2, "batch_size": 32, "mask_ratio": 0.3, "weight_decay": 0.01}
+    model, details = run("salun", split, config)
+    assert details["mask_fraction"] == pytest.approx(0.3, abs=0.02)
+    before = dict(split[0].named_parameters())
+    moved = sum(int((p != before[n]).sum()) for n, p in model.named_parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < moved <= 0.3 * total + 1
+
+
+def test_salun_forgets_a_class():
+    """The class-wise setting: the forget set is a whole class, relabelled at random."""
+    x, y = make_toy(40, NUM_CLASSES, seed=0)
+    base = pretrain(tiny_cnn(NUM_CLASSES), x, y, epochs=4)
+    gone = y == 0
+    model = copy.deepcopy(base)
+    get_method("salun").run(  # type: ignore[misc]
+        UnlearningInputs(model, x[gone], y[gone], x[~gone], y[~gone], NUM_CLASSES, [0], CPU, 0),
+        validate_config("salun", {"epochs": 3, "batch_size": 32, "lr": 0.05}),
+    )
+    before = float((_ops.predict(base, x[gone], CPU) == 0).float().mean())
+    after = float((_ops.predict(model, x[gone], CPU) == 0).float().mean())
+    assert before > 0.9 and after < before - 0.3
 
 
 def test_scrub_divergence_is_the_official_kl():

@@ -61,6 +61,24 @@ def apply_mask(params: dict[str, nn.Parameter], mask: Mask) -> None:
         param.mul_(mask[name].to(param.dtype))
 
 
+@torch.no_grad()
+def restore_outside(
+    model: nn.Module, mask: Mask, initial: dict[str, Tensor], optimizer: torch.optim.Optimizer
+) -> None:
+    """Put every masked-out entry back to its ``initial`` value after a step (weight decay,
+    added inside the step, would otherwise move it) and clear its momentum, so a later step
+    cannot move it either."""
+    for name, param in model.named_parameters():
+        keep = mask.get(name)
+        if keep is None or name not in initial:
+            continue
+        kept = keep.to(param.dtype)
+        param.mul_(kept).add_(initial[name] * (1 - kept))
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            buffer.mul_(kept)
+
+
 def kept_fraction(mask: Mask) -> float:
     total = sum(m.numel() for m in mask.values())
     return sum(int(m.sum()) for m in mask.values()) / max(1, total)

@@ -68,6 +68,8 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=AdversarialConfig,
+        # a longer adversarial phase (passes over the forget images only: cheap), then retrain
+        escalation=({"epochs": 10},),
         reads_forget_images=True,
     )
 )

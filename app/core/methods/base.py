@@ -80,6 +80,15 @@ class MethodSpec:
         for step in self.escalation:
             self.config_model.model_validate(step)  # a bad plan fails at import, not mid-request
 
+    def escalation_plan(self) -> list[dict[str, Any]]:
+        """The attempts after a missed class request: each declared step (on top of the
+        request's configuration), then the exact retrain; empty for exact methods and for
+        methods without class targets (nothing to verify)."""
+        if self.exact or Target.CLASSES not in self.targets:
+            return []
+        steps = [{"method": self.name, "config": dict(step)} for step in self.escalation]
+        return [*steps, {"method": "retrain", "config": {}}]
+
     def default_config(self) -> BaseModel:
         return self.config_model()
 
@@ -93,5 +102,7 @@ class MethodSpec:
             "exact": self.exact,
             "reads_forget_images": self.reads_forget_images,
             "escalation": [dict(step) for step in self.escalation],
+            # what a class request that misses its targets tries, in order
+            "escalation_plan": self.escalation_plan(),
             "config_schema": self.config_model.model_json_schema(),
         }

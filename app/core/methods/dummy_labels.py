@@ -40,6 +40,8 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=DummyLabelsConfig,
+        # twice the passes (still well under a retrain's), then retrain
+        escalation=({"epochs": 6},),
         reads_forget_images=True,
     )
 )

@@ -19,7 +19,15 @@ from app.core.methods.registry import register
 
 class KodgeConfig(MethodConfig):
     """Defaults: the official code's CIFAR-10 values (``--our-alpha-r 100 --our-alpha-f 3
-    --our-samples 900 --our-max-patches 10000``)."""
+    --our-samples 900 --our-max-patches 10000``), kept for the service's small CNNs.
+    ``python -m bench.kodge_sweep --quick`` (``bench/results/kodge_sweep_quick.json``) tried
+    alpha_r 10-1000 x alpha_f 3-1000 x 300/900 samples on the class forgetting benchmark's two
+    small_cnn models, judged on the validation split: no setting forgets the class (<= 1%) while
+    keeping the retained classes within 2 points on both datasets (more alpha_f or less alpha_r
+    forgets, but takes the retained classes with it), and the official values are among the
+    closest (Animal-MNIST: 18% of the class left, -2.3 points; CIFAR-10: 0%, -1.2). A request
+    that misses its targets escalates to alpha_f 10 (which the sweep shows forgetting more, at
+    a larger retained cost), then to the exact retrain."""
 
     alpha_r: float = Field(
         100.0, gt=0, le=1e6, description="scaling of the retain sample's singular directions"
@@ -58,7 +66,8 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=KodgeConfig,
-        # a stronger removal of the forget sample's directions
-        escalation=({"alpha_f": 10.0}, {"alpha_f": 30.0}),
+        # a stronger removal of the forget sample's directions (seconds); alpha_f 30 and up
+        # lost more retained accuracy than they forgot on both benchmark models
+        escalation=({"alpha_f": 10.0},),
     )
 )

@@ -44,6 +44,9 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=NegGradPlusConfig,
+        # no retry: a longer run costs a good share of a retrain (5 passes over the retained
+        # data already), so a miss goes straight to the exact retrain
+        escalation=(),
         reads_forget_images=True,
     )
 )

@@ -35,6 +35,8 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=RandomLabelConfig,
+        # twice the passes (still well under a retrain's), then retrain
+        escalation=({"epochs": 6},),
         reads_forget_images=True,
     )
 )

@@ -45,6 +45,8 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=ScrubConfig,
+        # twice the epochs, twice the max (forget) passes, then retrain
+        escalation=({"epochs": 6, "max_steps": 4},),
         reads_forget_images=True,
     )
 )

@@ -62,6 +62,8 @@ SPEC = register(
         runner=Runner.MODEL,
         exact=False,
         config_model=SSDConfig,
+        # dampen more parameters, more strongly (one pass of importances: cheap), then retrain
+        escalation=({"alpha": 5.0, "lambda": 0.5},),
         reads_forget_images=True,
     )
 )

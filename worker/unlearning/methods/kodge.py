@@ -6,12 +6,16 @@
    from a random ``3k x 3k`` window when the map is larger, at most ``max_patches`` rows) and
    every ``Linear`` layer, once on a retain sample (``samples`` images spread over the
    retained classes) and once on up to ``samples`` forget images.
-2. Per layer, ``U, S = svd(inputs^T)``, ``s = S**2 / sum(S**2)`` and
-   ``M = U diag(a s / ((a - 1) s + 1)) U^T`` (``a = alpha_r`` retain, ``alpha_f`` forget).
+2. Per layer, ``U, S = svd(inputs^T)`` (here from the eigen-decomposition of
+   ``inputs^T inputs``: the same ``U`` and ``S``, much faster on a CPU),
+   ``s = S**2 / sum(S**2)`` and ``M = U diag(a s / ((a - 1) s + 1)) U^T`` (``a = alpha_r`` retain, ``alpha_f`` forget).
 3. ``P = I - (M_f - M_f M_r)`` and ``W <- W.flatten(1) @ P^T`` (biases unchanged).
 
 Both samples are recorded on the original weights before any layer is projected, as in the
-official code. Grouped convolutions are left as they are (their inputs do not unfold into one
+official code, which this module matches step for step (checked against its
+``models/model_utils.py`` and ``main.py``); the only other differences are float64 for the
+decomposition and a random rather than the first ``samples / (classes - 1)`` retain images per
+class. Grouped convolutions are left as they are (their inputs do not unfold into one
 matrix per layer); the details list which layers were projected.
 """
 
@@ -62,14 +66,16 @@ def _conv_rows(
     return rows[keep.to(rows.device)]
 
 
-def _scaled_projections(
-    model: nn.Module,
-    x: torch.Tensor,
-    alpha: float,
-    max_rows: int,
-    gen: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """``M`` per layer for the inputs the layers see on ``x`` (one forward pass)."""
+Directions = dict[str, tuple["torch.Tensor", "torch.Tensor"]]
+"""Layer name -> (left singular vectors ``U``, singular values ``S``) of its inputs."""
+
+
+def _svd_directions(
+    model: nn.Module, x: torch.Tensor, max_rows: int, gen: torch.Generator
+) -> Directions:
+    """``U, S`` of the inputs every layer sees on ``x`` (one forward pass). They do not depend
+    on the scalings, so a sweep over ``alpha_r, alpha_f`` decomposes once (as the official
+    ``analysis/tune_our.py`` does)."""
     import torch
     from torch import nn
 
@@ -92,14 +98,46 @@ def _scaled_projections(
     finally:
         for h in handles:
             h.remove()
-    out: dict[str, torch.Tensor] = {}
+    out: Directions = {}
     for name, rows in inputs.items():
-        u, s, _ = torch.linalg.svd(rows.double().T, full_matrices=False)
-        energy = s.pow(2)
-        ratio = energy / energy.sum().clamp_min(1e-300)
-        importance = alpha * ratio / ((alpha - 1) * ratio + 1)
-        out[name] = (u * importance) @ u.T
+        # U and S of svd(rows^T) from the eigen-decomposition of the small Gram matrix
+        # rows^T rows (features x features): the same directions and energies, without the
+        # right singular vectors (one per row, up to max_patches of them) that svd computes
+        a = rows.double()
+        energy, u = torch.linalg.eigh(a.T @ a)
+        out[name] = (u, energy.clamp_min(0).sqrt())
     return out
+
+
+def _scaled(u: torch.Tensor, s: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``M = U diag(a r / ((a - 1) r + 1)) U^T`` with ``r`` each direction's energy share."""
+    energy = s.pow(2)
+    ratio = energy / energy.sum().clamp_min(1e-300)
+    importance = alpha * ratio / ((alpha - 1) * ratio + 1)
+    return (u * importance) @ u.T
+
+
+def project(
+    model: nn.Module, retain: Directions, forget: Directions, alpha_r: float, alpha_f: float
+) -> dict[str, float]:
+    """``W <- W (I - (M_f - M_f M_r))^T`` for every recorded layer, in place; returns each
+    layer's relative weight change."""
+    import torch
+
+    layers = _layers(model)
+    removed: dict[str, float] = {}
+    with torch.no_grad():
+        for name, (uf, sf) in forget.items():
+            mf = _scaled(uf, sf, alpha_f)
+            mr = _scaled(*retain[name], alpha_r)
+            proj = torch.eye(mf.shape[0], dtype=mf.dtype, device=mf.device) - (mf - mf @ mr)
+            weight = layers[name].weight
+            assert isinstance(weight, torch.Tensor)
+            flat = weight.detach().flatten(1).double()
+            new = flat @ proj.T
+            removed[name] = float((flat - new).norm() / flat.norm().clamp_min(1e-12))
+            weight.copy_(new.to(weight.dtype).view_as(weight))
+    return removed
 
 
 def _retain_sample(
@@ -115,7 +153,11 @@ def _retain_sample(
     return torch.cat(picked) if picked else torch.empty(0, dtype=torch.long)
 
 
-def run(inputs: UnlearningInputs, config: KodgeConfig) -> MethodResult:
+def directions(
+    inputs: UnlearningInputs, config: KodgeConfig
+) -> tuple[Directions, Directions, int, int]:
+    """Both samples' directions, recorded on the original weights before any layer is
+    projected (as the official code), and the sample sizes."""
     import torch
 
     from worker.unlearning import _ops
@@ -131,35 +173,29 @@ def run(inputs: UnlearningInputs, config: KodgeConfig) -> MethodResult:
         raise ValueError("kodge needs at least two retain images")
     nf = int(inputs.forget_images.shape[0])
     fidx = torch.randperm(nf, generator=gen)[: config.samples]
-    progress = _ops.Progress(inputs.progress, 3)
-    progress.start("retain_svd")
     with _ops.eval_mode(model):
         xr = _ops.to_input(inputs.retain_images[keep].to(device))
-        m_r = _scaled_projections(model, xr, config.alpha_r, config.max_patches, gen)
-        progress.advance("forget_svd")
+        retain = _svd_directions(model, xr, config.max_patches, gen)
         xf = _ops.to_input(inputs.forget_images[fidx].to(device))
-        m_f = _scaled_projections(model, xf, config.alpha_f, config.max_patches, gen)
-        progress.advance("project")
-        layers = _layers(model)
-        removed: dict[str, float] = {}
-        with torch.no_grad():
-            for name, mf in m_f.items():
-                proj = torch.eye(mf.shape[0], dtype=mf.dtype, device=mf.device) - (
-                    mf - mf @ m_r[name]
-                )
-                weight = layers[name].weight
-                assert isinstance(weight, torch.Tensor)
-                flat = weight.detach().flatten(1).double()
-                new = flat @ proj.T
-                removed[name] = float((flat - new).norm() / flat.norm().clamp_min(1e-12))
-                weight.copy_(new.to(weight.dtype).view_as(weight))
+        forget = _svd_directions(model, xf, config.max_patches, gen)
+    return retain, forget, int(keep.numel()), int(fidx.numel())
+
+
+def run(inputs: UnlearningInputs, config: KodgeConfig) -> MethodResult:
+    from worker.unlearning import _ops
+
+    progress = _ops.Progress(inputs.progress, 2)
+    progress.start("svd")
+    retain, forget, n_retain, n_forget = directions(inputs, config)
+    progress.advance("project")
+    removed = project(inputs.model, retain, forget, config.alpha_r, config.alpha_f)
     progress.finish()
     return MethodResult(
         details={
             "projected_layers": sorted(removed),
             "relative_weight_change": {k: _ops.finite_or_none(v) for k, v in removed.items()},
-            "retain_samples": int(keep.numel()),
-            "forget_samples": int(fidx.numel()),
+            "retain_samples": n_retain,
+            "forget_samples": n_forget,
             "alpha_r": config.alpha_r,
             "alpha_f": config.alpha_f,
         }

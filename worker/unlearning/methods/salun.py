@@ -74,9 +74,14 @@ def run(inputs: UnlearningInputs, config: SalunConfig) -> MethodResult:
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    # masked gradients before every step; weight decay is added inside SGD's step, so the
-    # masked-out weights still decay, as in the official code
-    handle = opt.register_step_pre_hook(lambda *_: _masks.mask_gradients(model, mask))
+    # masked gradients before every step; after it, the masked-out weights go back to their
+    # values (SGD adds weight decay inside the step) and lose their momentum, as the official
+    # code does since its weight-decay fix: only the salient weights ever change
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if n in mask}
+    handles = [
+        opt.register_step_pre_hook(lambda *_: _masks.mask_gradients(model, mask)),
+        opt.register_step_post_hook(lambda *_: _masks.restore_outside(model, mask, initial, opt)),
+    ]
     try:
         with _ops.keep_mode(model):
             stats = _ops.train_supervised(
@@ -93,7 +98,8 @@ def run(inputs: UnlearningInputs, config: SalunConfig) -> MethodResult:
                 phase="salun",
             )
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     progress.finish()
     return MethodResult(
         details={
