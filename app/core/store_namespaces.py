@@ -10,3 +10,8 @@ IMPORTS = "imports"
 METHOD_RESULTS = "method_results"
 """Method-specific results of an approximate run (losses, discriminator score, ...), keyed like
 the checkpoint they produced."""
+BACKBONES = "backbones"
+"""Registered backbones' state_dict bytes, keyed by their sha256."""
+EMBEDDINGS = "embeddings"
+"""One image's features under one backbone and preprocessing (derived from the image, so erased
+with it), keyed by a hash of the backbone's sha256, the preprocessing and the image's sha256."""

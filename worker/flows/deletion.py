@@ -27,6 +27,7 @@ from app.db.session import session_scope
 from app.services import events
 from app.services.versions import create_child_version
 from app.settings import get_settings
+from worker.backbones.embeddings import purge_embeddings
 from worker.constituents import CHECKPOINTS
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows.common import log, now, store, touch_model
@@ -330,6 +331,8 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         model = session.get(Model, version.model_id)
         assert model is not None
         purge_dataset_cache(get_settings(), model.dataset_id)
+        erased_hashes = session.scalars(select(Sample.sha256).where(Sample.id.in_(erasing))).all()
+        purge_embeddings(session, store(), model.dataset_id, erased_hashes)
         model.active_batch = None
         for request in (r for r in current if r is not None):
             add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))

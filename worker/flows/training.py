@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,6 +28,9 @@ from app.db.session import session_scope
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.audit.cost import shard_work
+from worker.backbones.embeddings import cached_features
+from worker.backbones.head_training import train_on_features
+from worker.backbones.heads import HeadNet, head_proba
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
@@ -190,6 +195,22 @@ def train_shard(version_id: int, shard: int) -> bool:
     return True
 
 
+Fit = Callable[..., list[float]]
+
+
+def _training_inputs(
+    model: Model, rows: list[SampleRow], net: torch.nn.Module, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, Fit]:
+    """What a shard trains on and how: images for a model trained from scratch, cached
+    backbone features (computed once per image) for heads on a backbone."""
+    settings = get_settings()
+    if isinstance(net, HeadNet):
+        feats, labels = cached_features(settings, store(), model, rows, net, dev)
+        return feats, labels, partial(train_on_features, net.trainable)
+    images, labels = load_tensors(settings, model.dataset, rows, model.recipe.image_size)
+    return images, labels, partial(train_epochs, net)
+
+
 def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     """Train slices ``start..`` (slice r on slices 0..r), checkpointing after each; returns the
     sample passes made."""
@@ -203,7 +224,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     if start > 0:
         load_checkpoint(blob_store.get(CHECKPOINTS, job.keys[start - 1]), net, optimizer, dev)
     flat = [row for rows in job.per_slice for row in rows]
-    images, labels = load_tensors(settings, job.model.dataset, flat, recipe.image_size)
+    images, labels, fit = _training_inputs(job.model, flat, net, dev)
     bounds = [0]
     for rows in job.per_slice:
         bounds.append(bounds[-1] + len(rows))
@@ -211,8 +232,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     trained = 0
     for slice_ in range(start, recipe.slices):
         end = bounds[slice_ + 1]  # cumulative: slice r trains on slices 0..r
-        train_epochs(
-            net,
+        fit(
             optimizer,
             images[:end],
             labels[:end],
@@ -261,16 +281,27 @@ def claim_finalization(session: Session, version_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _test_probas(
+    model: Model, rows: list[SampleRow], nets: list[torch.nn.Module], dev: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each constituent's test probabilities; heads read the test features from the cache."""
+    settings = get_settings()
+    if nets and isinstance(nets[0], HeadNet):
+        feats, labels = cached_features(settings, store(), model, rows, nets[0], dev)
+        return [head_proba(net, feats, dev) for net in nets if isinstance(net, HeadNet)], labels
+    images, labels = load_tensors(settings, model.dataset, rows, model.recipe.image_size)
+    return [predict_proba(net, images, device=dev) for net in nets], labels
+
+
 def evaluate_version(session: Session, model: Model, version: ModelVersion) -> dict[str, Any]:
     """Test accuracy of the ensemble (overall, per class, on retained classes) and of each
     constituent, plus the cost of building the version."""
     settings = get_settings()
     dataset = model.dataset
     rows = sample_rows(session, active_test_ids(session, dataset.id))
-    images, labels = load_tensors(settings, dataset, rows, model.recipe.image_size)
     dev = device(settings)
     constituents = load_constituents(session, store(), model, version, dev)
-    probas = [predict_proba(net, images, device=dev) for net in constituents]
+    probas, labels = _test_probas(model, rows, constituents, dev)
     ensemble = aggregate(probas, model.recipe.aggregation)
     classes = dataset.classes
     retired = {classes.index(c) for c in version.retired_classes}
