@@ -22,7 +22,7 @@ from app.core.store_namespaces import EMBEDDINGS
 from app.db.models import Dataset, Model
 from app.settings import Settings
 from models_store import LocalStore
-from worker.backbones.heads import HeadNet, tensor_bytes
+from worker.backbones.heads import HeadNet, clear_feature_memo, tensor_bytes
 from worker.samples import SampleRow, load_tensors
 from worker.training.data import to_model_input
 
@@ -119,6 +119,7 @@ def purge_embeddings(
 ) -> int:
     """Delete the cached features of erased images under every backbone used on the dataset;
     returns how many entries were removed."""
+    clear_feature_memo()
     preps = dataset_preprocessings(session, dataset_id)
     removed = 0
     for sha in set(image_hashes):

@@ -9,8 +9,11 @@ state_dict (a checkpoint holds the head only) and stays in eval mode; it still m
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 import torch
@@ -22,6 +25,33 @@ from models_store import LocalStore
 from worker.backbones.nets import Extractor, build_network, split_extractor
 
 MLP_HIDDEN = 512
+
+# Features of the input batches seen while one task evaluates and audits a version: each
+# constituent of a heads model shares the backbone, so its features are computed once per
+# batch, not once per constituent. Held only for the task (see :func:`feature_memo`), never
+# across tasks, so no erased image's features outlive the task that erases it.
+_MEMO: ContextVar[dict[tuple[int, str], torch.Tensor] | None] = ContextVar(
+    "feature_memo", default=None
+)
+
+
+@contextmanager
+def feature_memo() -> Iterator[None]:
+    """Share the fixed features of identical input batches within this block."""
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def clear_feature_memo() -> None:
+    memo = _MEMO.get()
+    if memo is not None:
+        memo.clear()
 
 
 class HeadNet(nn.Module):
@@ -51,7 +81,15 @@ class HeadNet(nn.Module):
         return self.frozen((x - mean) / std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trainable(self.features(x))
+        memo = _MEMO.get()
+        if memo is None or torch.is_grad_enabled():  # methods may need gradients to the input
+            return self.trainable(self.features(x))
+        digest = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(str(tuple(x.shape)).encode())
+        key = (id(self.frozen), digest.hexdigest())
+        if key not in memo:
+            memo[key] = self.features(x)
+        return self.trainable(memo[key])
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> HeadNet:
         self.frozen._apply(fn, recurse)
