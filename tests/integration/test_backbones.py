@@ -252,6 +252,31 @@ def test_class_forgetting_and_the_report_on_heads(
     assert lineage["backbone"]["sha256"] == backbone["sha256"]
     assert lineage["backbone"]["trained_on"] == TRAINED_ON
     assert "fixed" in lineage["backbone"]["statement"]
+    page = service.client.get(
+        f"/v1/deletion-requests/{request['id']}/report", headers={"Accept": "text/html"}
+    )
+    assert "Fixed backbone." in page.text and backbone["sha256"] in page.text
+
+
+def test_last_block_heads_train_their_own_copy_of_the_last_stage(
+    sqlite_service, tiny_dataset: Path, backbone_bytes: bytes
+) -> None:
+    service = sqlite_service
+    register(service.client, backbone_bytes)
+    dataset = service.register_dataset(tiny_dataset)
+    model = _train_heads(service, dataset["id"], backbone="public-r18", tune="last_block")
+    assert model["metrics"]["training"]["tune"] == "last_block"
+    state = _final_state(model["id"], 1, 0)
+    backbone = torch.load(io.BytesIO(backbone_bytes), weights_only=True)
+    # The shard's copy of layer4 was trained: it starts from the backbone's and moved.
+    trained = state["trainable.0.0.1.conv2.weight"]
+    assert trained.shape == backbone["layer4.1.conv2.weight"].shape
+    assert not torch.equal(trained, backbone["layer4.1.conv2.weight"])
+    # The checkpoint holds the last stage and the head, nothing of the earlier stages.
+    assert {k.split(".")[1] for k in state} == {"0", "1"}
+    assert len([k for k in state if k.startswith("trainable.0.")]) == len(
+        [k for k in backbone if k.startswith("layer4.")]
+    )
 
 
 def test_torchvision_spec_loads_offline_from_torch_home(

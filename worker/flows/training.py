@@ -83,6 +83,22 @@ def training_record(model: Model) -> dict[str, Any]:
         **training.model_dump(mode="json"),
         "norm": training.norm or ORIGINAL_NORM.get(model.architecture, "original"),
         "schedule_restarts": "every slice" if training.schedule != "constant" else None,
+        **_heads_record(model),
+    }
+
+
+def _heads_record(model: Model) -> dict[str, Any]:
+    """For heads on a backbone: which backbone, and what each shard trains."""
+    recipe = model.recipe
+    if recipe.backbone is None:
+        return {}
+    spec = recipe.backbone
+    return {
+        "norm": "backbone (fixed)",
+        "backbone": {"name": spec.name, "sha256": spec.sha256, "trained_on": spec.trained_on},
+        "head": recipe.head,
+        "tune": recipe.tune,
+        "trained_on_cached_features": True,
     }
 
 
