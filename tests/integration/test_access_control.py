@@ -69,6 +69,7 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
 PLACEHOLDERS = {
     "dataset_ref": "999999",
     "model_ref": "999999",
+    "backbone_ref": "999999",
     "request_id": "00000000-0000-0000-0000-000000000000",
     "key_id": "999999",
     "webhook_id": "999999",
