@@ -53,7 +53,7 @@ def split_halves(scale: Scale, seed: int) -> tuple[list[tuple[Path, int]], Path]
     """The public half as (file, label) pairs and the private dataset folder (a copy)."""
     source = unpack("cifar10")
     rng = random.Random(seed)
-    private = WORK / "private"
+    private = WORK / "data" / "private"
     if private.exists():
         shutil.rmtree(private)
     public: list[tuple[Path, int]] = []
@@ -155,7 +155,7 @@ def run(scale: Scale, seed: int) -> dict[str, Any]:
     load_before = os.getloadavg()
     public, private = split_halves(scale, seed)
     weights, backbone_info = train_backbone(public, scale, seed)
-    with in_process_service(WORK / "home", data_roots=[WORK]) as service:
+    with in_process_service(WORK / "home", data_roots=[WORK / "data"]) as service:
         client = service.client
         began = time.perf_counter()
         registered = client.post(
