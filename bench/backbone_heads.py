@@ -146,9 +146,10 @@ def _accuracy(model: dict[str, Any]) -> float:
     return round(float(model["metrics"]["test"]["accuracy"]), 4)
 
 
-def _victim(private: Path) -> str:
+def _victim(private: Path, index: int) -> str:
+    """A training file of the first class (each request erases its file from the dataset)."""
     first_class = sorted((private / "train").iterdir())[0]
-    return f"{first_class.name}/{sorted(first_class.iterdir())[0].name}"
+    return f"train/{first_class.name}/{sorted(first_class.iterdir())[index].name}"
 
 
 def run(scale: Scale, seed: int) -> dict[str, Any]:
@@ -199,10 +200,10 @@ def run(scale: Scale, seed: int) -> dict[str, Any]:
             {"name": "heads-again", "shards": SHARDS, "slices": SLICES, **heads_spec}
         )
         sisa, sisa_s = service.forget(
-            {"model": heads["id"], "filenames": [_victim(private)], "method": "sisa"}
+            {"model": heads["id"], "filenames": [_victim(private, 0)], "method": "sisa"}
         )
         retrain, retrain_s = service.forget(
-            {"model": heads_warm["id"], "filenames": [_victim(private)], "method": "retrain"}
+            {"model": heads["id"], "filenames": [_victim(private, 1)], "method": "retrain"}
         )
     summary = _summary(scale, seed, backbone_info, registered.json(), locals())
     summary["load_average_at_start"] = load_before
