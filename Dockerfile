@@ -46,7 +46,7 @@ RUN pip install --no-deps -e . \
  && python -m compileall -q app worker models_store migrations \
  && test -f /app/alembic.ini && test -d /app/migrations/versions \
  && mkdir -p /var/lib/forgetd/home /var/lib/forgetd/store /var/lib/forgetd/data \
-             /var/lib/forgetd/cache /var/lib/forgetd/keys \
+             /var/lib/forgetd/cache /var/lib/forgetd/keys /var/lib/forgetd/torch \
  && chown -R forgetd:forgetd /var/lib/forgetd \
  && chmod 700 /var/lib/forgetd/keys
 

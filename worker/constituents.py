@@ -23,6 +23,12 @@ def derived_seed(*parts: int) -> int:
 
 def fresh_constituent(model: Model, shard: int) -> torch.nn.Module:
     """A constituent's initial weights: seeded by (model seed, shard), so a retrain is repeatable."""
+    if model.recipe.backbone is not None:  # per-shard heads on a fixed backbone
+        from worker.backbones.heads import head_net
+        from worker.flows.common import store
+
+        seed = derived_seed(model.recipe.seed, shard)
+        return head_net(store(), model.recipe, len(model.dataset.classes), seed)
     seed_everything(derived_seed(model.recipe.seed, shard))
     return build_model(
         model.architecture,

@@ -18,6 +18,7 @@ from app.core.tasks import (
     TASK_TRAIN_SHARD,
     TASK_UNLEARN_SHARD,
 )
+from worker.backbones.heads import feature_memo
 from worker.celery_app import celery_app
 from worker.flows import deletion, training
 from worker.flows.common import log
@@ -110,6 +111,7 @@ def _fail_completion(version_id: int, exc: BaseException) -> None:
 
 
 @celery_app.task(name=TASK_FINALIZE_VERSION)
+@feature_memo()
 def finalize_version(version_id: int) -> None:
     try:
         version = training.finalize_version(version_id)
@@ -127,6 +129,7 @@ def finalize_version(version_id: int) -> None:
 
 
 @celery_app.task(name=TASK_COMPLETE_BATCH)
+@feature_memo()
 def complete_batch(version_id: int) -> None:
     """Resume the audit and erasure of a ready version whose worker died before finishing."""
     try:

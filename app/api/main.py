@@ -19,6 +19,7 @@ from app.api.routers import (
     api_keys,
     audit,
     audit_chain,
+    backbones,
     dashboard,
     datasets,
     deletions,
@@ -53,7 +54,16 @@ def create_app() -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(AdmissionLimit, limit=get_settings().api_threads)
-    routers: tuple[ModuleType, ...] = (datasets, imports, models, deletions, audit, meta, api_keys)
+    routers: tuple[ModuleType, ...] = (
+        datasets,
+        backbones,
+        imports,
+        models,
+        deletions,
+        audit,
+        meta,
+        api_keys,
+    )
     routers += (audit_chain, workflow, webhooks, dashboard)
     for router in (module.router for module in routers):
         app.include_router(router)

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.inputs import FileName, NulFreeJson, Ref, ServerPath, ShortName, ShortText
 from app.core.options import RequestOptions
 from app.core.recipe import (
+    HEADS,
     Aggregation,
     Augment,
     BatchSize,
     EpochsPerSlice,
+    Head,
     ImageSize,
     LabelSmoothing,
     LearningRate,
@@ -25,6 +27,7 @@ from app.core.recipe import (
     Shards,
     Slices,
     TrainingRecipe,
+    Tune,
     WarmupFraction,
     WeightDecay,
     recommended_training,
@@ -109,8 +112,20 @@ class ModelCreate(RecipeFields):
     require_approval: bool = Field(
         False, description="deletion requests wait in pending_approval for an operator"
     )
+    backbone: ShortText | None = Field(
+        None,
+        description="a registered backbone (name or id) or a torchvision spec such as "
+        "'torchvision:resnet18:IMAGENET1K_V1': the model is per-shard heads on its fixed "
+        "features; without it, constituents are trained from scratch",
+    )
+    head: Head | None = Field(None, description="the per-shard head: linear (default) or mlp")
+    tune: Tune | None = Field(
+        None, description="head (default), or last_block: also train the backbone's last stage"
+    )
 
     def training(self) -> TrainingRecipe:
+        if self.backbone is not None:
+            return recommended_training(HEADS, self.given_training())
         return recommended_training(self.architecture, self.given_training())
 
     def recipe(self) -> ModelRecipe:

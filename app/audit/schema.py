@@ -170,6 +170,16 @@ class ConstituentLineage(_Strict):
         return _check_sha(value)
 
 
+class BackboneLineage(_Open):
+    name: str
+    architecture: str
+    sha256: Sha256Hex
+    trained_on: str = Field(description="the public data the fixed backbone was trained on")
+    head: str
+    tune: str
+    statement: str
+
+
 class LineageSection(_Open):
     exact: bool
     verified: bool = Field(
@@ -187,6 +197,9 @@ class LineageSection(_Open):
     n_new_checkpoints: int | None = None
     violations: list[dict[str, Any]] | None = Field(
         None, description="(shard, deleted hash) pairs that break the proof"
+    )
+    backbone: BackboneLineage | None = Field(
+        None, description="for heads on a fixed backbone: which one, and that it is fixed"
     )
 
 

@@ -111,6 +111,21 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
 }
 
 
+# Heads on a fixed backbone train on cached features: no augmentation (the features of an
+# augmented image are not cached), and the other values suit a linear layer on pooled features.
+HEADS = "heads"
+RECOMMENDED[HEADS] = {
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 64,
+    "schedule": "onecycle",
+    "warmup": 0.25,
+    "augment": "none",
+    "label_smoothing": 0.0,
+}
+
+
 # The layers an architecture had before normalisation was a recipe option (``norm`` unset).
 ORIGINAL_NORM: dict[str, str] = {"small_cnn": "none", "resnet18": "batch"}
 
@@ -133,6 +148,33 @@ class ImportedWeights(BaseModel):
     channels: int
 
 
+Head = Literal["linear", "mlp"]
+Tune = Literal["head", "last_block"]
+
+
+class BackboneSpec(BaseModel):
+    """The fixed, publicly trained feature extractor a model's heads stand on, as recorded in
+    the model's lineage (a copy of the registered backbone at the time the model was made)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int
+    name: str
+    architecture: str
+    sha256: str
+    feature_dim: int
+    trained_on: str
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    stem: str = "standard"
+    """"small": a resnet with a 3x3 stride-1 first convolution and no max-pool (small images)."""
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What turns an image into the backbone's input (keys the embedding cache)."""
+        return {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+
+
 class ModelRecipe(BaseModel):
     """SISA layout plus training recipe of one registered model."""
 
@@ -148,6 +190,11 @@ class ModelRecipe(BaseModel):
     """The optimisation recipe (stored under this key for compatibility)."""
     imported: ImportedWeights | None = None
     """Set for a model registered through the import."""
+    backbone: BackboneSpec | None = None
+    """Set for a model of per-shard heads on a fixed backbone."""
+    head: Head = "linear"
+    tune: Tune = "head"
+    """"last_block" also trains the backbone's last stage, per shard."""
 
     @property
     def training(self) -> TrainingRecipe:
@@ -159,7 +206,24 @@ class ModelRecipe(BaseModel):
 
     def to_config(self) -> dict[str, Any]:
         """The JSON stored in ``Model.config``."""
-        return self.model_dump(mode="json", exclude_none=True)
+        config = self.model_dump(mode="json", exclude_none=True)
+        if self.backbone is None:  # a model trained from scratch keeps its historical shape
+            config.pop("head", None)
+            config.pop("tune", None)
+        return config
+
+    def backbone_identity(self) -> dict[str, Any] | None:
+        """What the backbone adds to a constituent's checkpoint identity (None without one)."""
+        if self.backbone is None:
+            return None
+        return {
+            "sha256": self.backbone.sha256,
+            "architecture": self.backbone.architecture,
+            "stem": self.backbone.stem,
+            **self.backbone.preprocessing(),
+            "head": self.head,
+            "tune": self.tune,
+        }
 
 
 def parse_recipe(config: dict[str, Any]) -> ModelRecipe:

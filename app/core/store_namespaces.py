@@ -12,3 +12,8 @@ METHOD_RESULTS = "method_results"
 the checkpoint they produced."""
 PREDICTIONS = "predictions"
 """A constituent's softmax on the test split, keyed like its checkpoint and deleted with it."""
+BACKBONES = "backbones"
+"""Registered backbones' state_dict bytes, keyed by their sha256."""
+EMBEDDINGS = "embeddings"
+"""One image's features under one backbone and preprocessing (derived from the image, so erased
+with it), keyed by a hash of the backbone's sha256, the preprocessing and the image's sha256."""

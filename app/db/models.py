@@ -113,6 +113,27 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Backbone(Base):
+    """A fixed feature extractor trained on public data, registered once, shared by models."""
+
+    __tablename__ = "backbones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    architecture: Mapped[str] = mapped_column(String(64))
+    # Content hash of the stored weights (their key in the model store's backbones namespace).
+    sha256: Mapped[str] = mapped_column(String(64))
+    feature_dim: Mapped[int] = mapped_column(Integer)
+    trained_on: Mapped[str] = mapped_column(Text)
+    image_size: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[list[Any]] = mapped_column(JSON)
+    std: Mapped[list[Any]] = mapped_column(JSON)
+    stem: Mapped[str] = mapped_column(String(16), default="standard")
+    # "upload" or "torchvision:<architecture>:<weights>".
+    source: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Sample(Base):
     __tablename__ = "samples"
     __table_args__ = (

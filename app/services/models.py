@@ -28,13 +28,19 @@ def active_train_count(session: Session, dataset_id: int) -> int:
 
 
 def check_new_model(
-    session: Session, name: str, dataset_ref: int | str, architecture: str
+    session: Session,
+    name: str,
+    dataset_ref: int | str,
+    architecture: str,
+    *,
+    on_backbone: bool = False,
 ) -> Dataset:
-    """The checks every new model passes: a free name, a known dataset and architecture."""
+    """The checks every new model passes: a free name, a known dataset and architecture (the
+    architecture of heads on a backbone was checked with the backbone)."""
     if session.scalar(select(Model.id).where(Model.name == name)) is not None:
         raise Conflict(f"a model named {name!r} already exists")
     dataset = get_dataset(session, dataset_ref)
-    if architecture not in architecture_names():
+    if not on_backbone and architecture not in architecture_names():
         raise InvalidInput(
             f"unknown architecture {clip(architecture)!r}; known: {architecture_names()}"
         )
@@ -64,7 +70,9 @@ def create_model(
     session: Session, name: str, dataset_ref: int | str, architecture: str, recipe: ModelRecipe
 ) -> tuple[Model, ModelVersion]:
     """Store a model and its first version's manifest; the caller commits, then enqueues."""
-    dataset = check_new_model(session, name, dataset_ref, architecture)
+    dataset = check_new_model(
+        session, name, dataset_ref, architecture, on_backbone=recipe.backbone is not None
+    )
     n_train = active_train_count(session, dataset.id)
     if n_train < recipe.cells * len(dataset.classes):
         raise InvalidInput(

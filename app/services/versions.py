@@ -40,7 +40,7 @@ from app.sisa.planner import DeletionPlan, plan_deletion
 def training_identity(model: Model, dataset: Dataset, shard: int, salt: str) -> dict[str, Any]:
     """Everything besides the samples that determines a constituent's weights."""
     recipe = model.recipe
-    return {
+    identity: dict[str, Any] = {
         "architecture": model.architecture,
         "num_classes": len(dataset.classes),
         "channels": dataset.channels,
@@ -51,6 +51,10 @@ def training_identity(model: Model, dataset: Dataset, shard: int, salt: str) -> 
         "shard": shard,
         "salt": salt,
     }
+    backbone = recipe.backbone_identity()
+    if backbone is not None:  # absent for models trained from scratch: their keys stay
+        identity["backbone"] = backbone
+    return identity
 
 
 def load_placements(session: Session, version_id: int) -> dict[int, Placement]:

@@ -36,6 +36,9 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/models"): {"operator", "admin"},
     ("GET", "/v1/models/{model_ref}"): {"operator", "admin"},
     ("POST", "/v1/models/import"): {"operator", "admin"},
+    ("POST", "/v1/backbones"): {"operator", "admin"},
+    ("GET", "/v1/backbones"): {"operator", "admin"},
+    ("GET", "/v1/backbones/{backbone_ref}"): {"operator", "admin"},
     ("POST", "/v1/deletion-requests"): {"requester", "admin"},
     ("GET", "/v1/deletion-requests"): set(ROLES),
     ("GET", "/v1/deletion-requests/{request_id}"): set(ROLES),
@@ -66,6 +69,7 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
 PLACEHOLDERS = {
     "dataset_ref": "999999",
     "model_ref": "999999",
+    "backbone_ref": "999999",
     "request_id": "00000000-0000-0000-0000-000000000000",
     "key_id": "999999",
     "webhook_id": "999999",

@@ -256,10 +256,10 @@ def compute_lineage(
     follow from the manifest, makes ``verified`` False and is listed in ``violations``.
     Approximate methods get the plain "no lineage proof" section.
     """
-    if not exact:
-        return lineage_section([], list(deleted_hashes), exact=False)
     model = session.get(Model, version.model_id)
     assert model is not None
+    if not exact:
+        return _with_backbone(lineage_section([], list(deleted_hashes), exact=False), model)
     shards, slices = model.recipe.shards, model.recipe.slices
     per_shard = _slice_hashes(session, version.id, slices)
     slots = {
@@ -289,7 +289,38 @@ def compute_lineage(
             )
         )
     section = lineage_section([c.constituent for c in checks], sorted(deleted), exact=True)
-    return _add_record_checks(section, [p for c in checks for p in c.problems])
+    section = _add_record_checks(section, [p for c in checks for p in c.problems])
+    return _with_backbone(section, model)
+
+
+def _with_backbone(section: dict[str, Any], model: Model) -> dict[str, Any]:
+    """Name the fixed backbone of a heads model, and what the proof does and does not cover."""
+    recipe = model.recipe
+    spec = recipe.backbone
+    if spec is None:
+        return section
+    section["backbone"] = {
+        "name": spec.name,
+        "architecture": spec.architecture,
+        "sha256": spec.sha256,
+        "trained_on": spec.trained_on,
+        "head": recipe.head,
+        "tune": recipe.tune,
+        "statement": (
+            f"Each constituent is a {recipe.head} head"
+            + (
+                " with its own copy of the backbone's last stage"
+                if recipe.tune == "last_block"
+                else ""
+            )
+            + f" on the fixed backbone {spec.name!r} (sha256 {spec.sha256}), trained on: "
+            f"{spec.trained_on}. The backbone is fixed: it was not trained on this dataset and "
+            "no deletion changes it. Its hash is part of every checkpoint's content key, so "
+            "the proof above, which covers everything trained on the dataset (the heads), "
+            "holds for these exact backbone weights."
+        ),
+    }
+    return section
 
 
 def _add_record_checks(section: dict[str, Any], problems: list[dict[str, Any]]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from app.db.session import session_scope
 from app.services import events
 from app.services.versions import create_child_version
 from app.settings import get_settings
+from worker.backbones.embeddings import purge_embeddings
 from worker.constituents import purge_version
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows import shared_erasure as shared
@@ -360,9 +361,12 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         assert model is not None
         released = shared.complete_released(session, model.dataset_id)
         purged = purge_dataset_checkpoints(session, model.dataset_id, sorted(erasing))
-        erased = session.scalars(select(Sample.sha256).where(Sample.id.in_(sorted(erasing))))
-        purge_dataset_cache(get_settings(), model.dataset_id, set(erased.all()))
+        erased_hashes = set(
+            session.scalars(select(Sample.sha256).where(Sample.id.in_(sorted(erasing)))).all()
+        )
+        purge_dataset_cache(get_settings(), model.dataset_id, erased_hashes)
         purge_dataset_predictions(session, store(), model.dataset_id, erasing)
+        purge_embeddings(session, store(), model.dataset_id, erased_hashes)
         model.active_batch = None
         for request in (r for r in current if r is not None):
             add_phase(request, "erasure_s", round(time.perf_counter() - erasure_began, 4))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,7 +28,10 @@ from app.db.session import session_scope
 from app.repositories.samples import active_test_ids
 from app.settings import get_settings
 from worker.audit.cost import shard_work
-from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent
+from worker.backbones.embeddings import cached_features
+from worker.backbones.head_training import train_on_features
+from worker.backbones.heads import HeadNet, head_proba
+from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent, load_constituents
 from worker.evaluation.finite import storable_metrics
 from worker.evaluation.forgetting import forgetting_metrics
 from worker.flows.common import device, log, now, store, touch_model
@@ -42,7 +47,7 @@ from worker.flows.shards import (
 from worker.flows.timings import add_batch_phase, retrain_seconds, stopwatch
 from worker.predictions import PREDICTIONS, split_predictions
 from worker.samples import SampleRow, load_tensors, sample_rows
-from worker.training.evaluate import accuracy_summary, aggregate
+from worker.training.evaluate import accuracy_summary, aggregate, predict_proba
 from worker.training.trainer import (
     Recipe,
     checkpoint_bytes,
@@ -80,6 +85,22 @@ def training_record(model: Model) -> dict[str, Any]:
         **training.model_dump(mode="json"),
         "norm": training.norm or ORIGINAL_NORM.get(model.architecture, "original"),
         "schedule_restarts": "every slice" if training.schedule != "constant" else None,
+        **_heads_record(model),
+    }
+
+
+def _heads_record(model: Model) -> dict[str, Any]:
+    """For heads on a backbone: which backbone, and what each shard trains."""
+    recipe = model.recipe
+    if recipe.backbone is None:
+        return {}
+    spec = recipe.backbone
+    return {
+        "norm": "backbone (fixed)",
+        "backbone": {"name": spec.name, "sha256": spec.sha256, "trained_on": spec.trained_on},
+        "head": recipe.head,
+        "tune": recipe.tune,
+        "trained_on_cached_features": True,
     }
 
 
@@ -192,6 +213,22 @@ def train_shard(version_id: int, shard: int) -> bool:
     return True
 
 
+Fit = Callable[..., list[float]]
+
+
+def _training_inputs(
+    model: Model, rows: list[SampleRow], net: torch.nn.Module, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, Fit]:
+    """What a shard trains on and how: images for a model trained from scratch, cached
+    backbone features (computed once per image) for heads on a backbone."""
+    settings = get_settings()
+    if isinstance(net, HeadNet):
+        feats, labels = cached_features(settings, store(), model, rows, net, dev)
+        return feats, labels, partial(train_on_features, net.trainable)
+    images, labels = load_tensors(settings, model.dataset, rows, model.recipe.image_size)
+    return images, labels, partial(train_epochs, net)
+
+
 def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     """Train slices ``start..`` (slice r on slices 0..r), checkpointing after each; returns the
     sample passes made."""
@@ -205,7 +242,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     if start > 0:
         load_checkpoint(blob_store.get(CHECKPOINTS, job.keys[start - 1]), net, optimizer, dev)
     flat = [row for rows in job.per_slice for row in rows]
-    images, labels = load_tensors(settings, job.model.dataset, flat, recipe.image_size)
+    images, labels, fit = _training_inputs(job.model, flat, net, dev)
     bounds = [0]
     for rows in job.per_slice:
         bounds.append(bounds[-1] + len(rows))
@@ -213,8 +250,7 @@ def _train_slices(job: TrainingJob, start: int, began: float) -> int:
     trained = 0
     for slice_ in range(start, recipe.slices):
         end = bounds[slice_ + 1]  # cumulative: slice r trains on slices 0..r
-        train_epochs(
-            net,
+        fit(
             optimizer,
             images[:end],
             labels[:end],
@@ -264,6 +300,18 @@ def claim_finalization(session: Session, version_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _test_probas(
+    model: Model, rows: list[SampleRow], nets: list[torch.nn.Module], dev: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each constituent's test probabilities; heads read the test features from the cache."""
+    settings = get_settings()
+    if nets and isinstance(nets[0], HeadNet):
+        feats, labels = cached_features(settings, store(), model, rows, nets[0], dev)
+        return [head_proba(net, feats, dev) for net in nets if isinstance(net, HeadNet)], labels
+    images, labels = load_tensors(settings, model.dataset, rows, model.recipe.image_size)
+    return [predict_proba(net, images, device=dev) for net in nets], labels
+
+
 def evaluate_version(session: Session, model: Model, version: ModelVersion) -> dict[str, Any]:
     """Test accuracy of the ensemble (overall, per class, on retained classes) and of each
     constituent, plus the cost of building the version. Constituents kept unchanged from an
@@ -271,17 +319,25 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
     settings = get_settings()
     dataset = model.dataset
     rows = sample_rows(session, active_test_ids(session, dataset.id))
-    labels = torch.tensor([r.class_index for r in rows], dtype=torch.int64)
-    predictions = split_predictions(
-        session,
-        store(),
-        model,
-        version,
-        rows,
-        lambda: load_tensors(settings, dataset, rows, model.recipe.image_size)[0],
-        device(settings),
-    )
-    probas = predictions.probas
+    dev = device(settings)
+    if model.recipe.backbone is not None:
+        # Heads answer from the embedding cache in a fraction of a second: no need to cache
+        # their predictions too.
+        constituents = load_constituents(session, store(), model, version, dev)
+        probas, labels = _test_probas(model, rows, constituents, dev)
+        predictions = None
+    else:
+        labels = torch.tensor([r.class_index for r in rows], dtype=torch.int64)
+        predictions = split_predictions(
+            session,
+            store(),
+            model,
+            version,
+            rows,
+            lambda: load_tensors(settings, dataset, rows, model.recipe.image_size)[0],
+            dev,
+        )
+        probas = predictions.probas
     ensemble = aggregate(probas, model.recipe.aggregation)
     classes = dataset.classes
     retired = {classes.index(c) for c in version.retired_classes}
@@ -301,8 +357,10 @@ def evaluate_version(session: Session, model: Model, version: ModelVersion) -> d
         ],
         "training": training_record(model),
         "evaluation": {
-            "constituents_evaluated": predictions.evaluated,
-            "constituents_from_cache": predictions.cached,
+            "constituents_evaluated": predictions.evaluated
+            if predictions
+            else list(range(len(probas))),
+            "constituents_from_cache": predictions.cached if predictions else [],
             "test_samples": len(rows),
         },
         "cost": {

@@ -4,11 +4,13 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from app.api.auth import Operate
-from app.api.deps import SessionDep
+from app.api.deps import SessionDep, SettingsDep
 from app.api.inputs import path_ref
 from app.api.schemas import ModelCreate, ModelOut
 from app.db.models import Model, ModelVersion, VersionStatus
 from app.queue import enqueue_version
+from app.services.backbones import HeadsChoice, heads_recipe
+from app.services.errors import InvalidInput
 from app.services.models import create_model, get_model
 from app.services.progress import version_progress
 
@@ -67,11 +69,25 @@ def model_out(session: SessionDep, model: Model) -> ModelOut:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut)
 def register_model(
-    body: ModelCreate, session: SessionDep, response: Response, caller: Operate
+    body: ModelCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    caller: Operate,
 ) -> ModelOut:
-    model, version = create_model(
-        session, body.name, body.dataset, body.architecture, body.recipe()
-    )
+    recipe, architecture = body.recipe(), body.architecture
+    if body.backbone is not None:
+        assert settings.store_root is not None
+        choice = HeadsChoice(
+            backbone=body.backbone,
+            head=body.head or "linear",
+            tune=body.tune or "head",
+            architecture_given="architecture" in body.model_fields_set,
+        )
+        recipe, architecture = heads_recipe(session, choice, recipe, settings.store_root)
+    elif body.head is not None or body.tune is not None:
+        raise InvalidInput("head and tune need a backbone")
+    model, version = create_model(session, body.name, body.dataset, architecture, recipe)
     model.require_approval = body.require_approval
     session.commit()
     enqueue_version(version.id)
