@@ -22,6 +22,7 @@ from app.api.routers import (
     dashboard,
     datasets,
     deletions,
+    filters,
     imports,
     meta,
     models,
@@ -54,7 +55,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(AdmissionLimit, limit=get_settings().api_threads)
     routers: tuple[ModuleType, ...] = (datasets, imports, models, deletions, audit, meta, api_keys)
-    routers += (audit_chain, workflow, webhooks, dashboard)
+    routers += (audit_chain, workflow, webhooks, dashboard, filters)
     for router in (module.router for module in routers):
         app.include_router(router)
     install_openapi(app)

@@ -10,3 +10,6 @@ IMPORTS = "imports"
 METHOD_RESULTS = "method_results"
 """Method-specific results of an approximate run (losses, discriminator score, ...), keyed like
 the checkpoint they produced."""
+WEIGHT_FILTERS = "weight_filters"
+"""Per-class weight filters of one constituent, keyed by the filter job and the checkpoint
+they apply to."""

@@ -30,6 +30,7 @@ from app.settings import get_settings
 from worker.constituents import CHECKPOINTS
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows.common import log, now, store, touch_model
+from worker.flows.filter_store import after_version_current
 from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
 from worker.flows.verify import escalate_batch, refusal_reason, verify_batch
@@ -327,6 +328,7 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
             )
         version = session.merge(version)
         purged = purge_superseded_checkpoints(session, version, sorted(erasing))
+        after_version_current(session, version)
         model = session.get(Model, version.model_id)
         assert model is not None
         purge_dataset_cache(get_settings(), model.dataset_id)
