@@ -60,7 +60,9 @@ SMALL_CONFIGS: dict[str, dict] = {
     "kodge": {"samples": 60, "max_patches": 2000},
 }
 # Filter training for weight_filtering on the toy task (its requests take no configuration).
-TOY_FILTERS = FilterTrainingConfig(epochs=10, batch_size=16, lr=0.05)
+TOY_FILTERS = FilterTrainingConfig(
+    epochs=10, batch_size=16, lr=0.05, lambda_unlearn=1.0, lambda_reg=1.0
+)
 
 MODEL_METHODS = [s.name for s in all_methods() if s.runner is Runner.MODEL]
 # every (method, target) pair a method declares: the contract holds for each
