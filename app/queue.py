@@ -10,7 +10,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.core.broker import celery_app
-from app.core.tasks import TASK_DELIVER_WEBHOOK, TASK_PROCESS_MODEL, TASK_START_VERSION
+from app.core.tasks import (
+    TASK_DELIVER_WEBHOOK,
+    TASK_PROCESS_MODEL,
+    TASK_START_VERSION,
+    TASK_TRAIN_FILTERS,
+)
 from app.db.models import DeletionRequest, RequestStatus
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,11 @@ def send(task_name: str, *args: Any) -> bool:
 
 def enqueue_version(version_id: int) -> bool:
     return send(TASK_START_VERSION, version_id)
+
+
+def enqueue_filters(job_id: int) -> bool:
+    """Train a model's weight filters (the sweep re-sends a job whose message was lost)."""
+    return send(TASK_TRAIN_FILTERS, job_id)
 
 
 def enqueue_webhook_delivery(webhook_id: int, request_id: str) -> bool:

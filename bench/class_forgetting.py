@@ -378,7 +378,12 @@ def methods_to_run(
     (the reference), then the scenario's extra configurations."""
     from worker.unlearning.registry import all_methods
 
-    names = [m.name for m in all_methods() if only is None or m.name in only]
+    # Weight filtering needs a trained filter job first: bench.weight_filtering measures it.
+    names = [
+        m.name
+        for m in all_methods()
+        if (only is None or m.name in only) and not m.uses_weight_filters
+    ]
     names.sort(key=lambda n: (n != "retrain", n))
     rows: list[tuple[str, str, dict | None]] = [(n, n, None) for n in names]
     rows += [v for v in scenario.variants if only is None or v[1] in only]

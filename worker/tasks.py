@@ -15,6 +15,7 @@ from app.core.tasks import (
     TASK_PROCESS_MODEL,
     TASK_START_VERSION,
     TASK_SWEEP,
+    TASK_TRAIN_FILTERS,
     TASK_TRAIN_SHARD,
     TASK_UNLEARN_SHARD,
 )
@@ -159,6 +160,8 @@ def sweep() -> dict[str, int]:
         complete_batch.delay(version_id)
     for model_id in actions.process_models:
         process_model.delay(model_id)
+    for job_id in actions.filter_jobs:
+        train_filters.delay(job_id)
     resent = _resend_webhooks()
     return {
         "webhook_pairs": resent,
@@ -166,7 +169,23 @@ def sweep() -> dict[str, int]:
         "finalize_versions": len(actions.finalize_versions),
         "complete_versions": len(actions.complete_versions),
         "process_models": len(actions.process_models),
+        "filter_jobs": len(actions.filter_jobs),
     }
+
+
+@celery_app.task(name=TASK_TRAIN_FILTERS)
+def train_filters(job_id: int) -> None:
+    """Train a model's per-class weight filters (a model-level job, no batch lock)."""
+    from worker.flows import filters
+
+    try:
+        filters.run_job(job_id)
+    except filters.LostJobError as exc:
+        log.warning("%s", exc)
+    except Exception as exc:
+        reason = redact_paths(f"{type(exc).__name__}: {exc}")
+        log.error("weight filter job %s failed: %s\n%s", job_id, reason, _trace())
+        filters.fail_job(job_id, reason)
 
 
 @celery_app.task(name=TASK_IMPORT_MODEL)

@@ -23,6 +23,7 @@ from app.api.routers import (
     dashboard,
     datasets,
     deletions,
+    filters,
     imports,
     meta,
     models,
@@ -64,7 +65,7 @@ def create_app() -> FastAPI:
         meta,
         api_keys,
     )
-    routers += (audit_chain, workflow, webhooks, dashboard)
+    routers += (audit_chain, workflow, webhooks, dashboard, filters)
     for router in (module.router for module in routers):
         app.include_router(router)
     install_openapi(app)

@@ -17,3 +17,6 @@ BACKBONES = "backbones"
 EMBEDDINGS = "embeddings"
 """One image's features under one backbone and preprocessing (derived from the image, so erased
 with it), keyed by a hash of the backbone's sha256, the preprocessing and the image's sha256."""
+WEIGHT_FILTERS = "weight_filters"
+"""Per-class weight filters of one constituent, keyed by the filter job and the checkpoint
+they apply to."""

@@ -33,6 +33,7 @@ from app.services.data_roots import MAX_LISTED, clip
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.models import get_model
 from app.services.versions import load_placements
+from app.services.weight_filters import check_filters_for
 from app.sisa.planner import plan_deletion
 
 MAX_FILENAMES = 10_000
@@ -297,6 +298,8 @@ def create_deletion_request(
     samples, retired, identical_copies = _resolve_target(
         session, model, version, filenames, class_names
     )
+    if method.uses_weight_filters:
+        check_filters_for(session, model, version, retired)
     request = DeletionRequest(
         model_id=model.id,
         owner_key_id=owner_key_id,

@@ -39,6 +39,9 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/backbones"): {"operator", "admin"},
     ("GET", "/v1/backbones"): {"operator", "admin"},
     ("GET", "/v1/backbones/{backbone_ref}"): {"operator", "admin"},
+    # A model's weight filters are model-level work, like training it.
+    ("POST", "/v1/models/{model_ref}/filters"): {"operator", "admin"},
+    ("GET", "/v1/models/{model_ref}/filters"): {"operator", "admin"},
     ("POST", "/v1/deletion-requests"): {"requester", "admin"},
     ("GET", "/v1/deletion-requests"): set(ROLES),
     ("GET", "/v1/deletion-requests/{request_id}"): set(ROLES),

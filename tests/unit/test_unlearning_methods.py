@@ -17,6 +17,7 @@ from torch import nn
 
 from app.core.methods import MethodSpec, register
 from app.core.methods import get_method as get_spec
+from app.core.methods.weight_filtering import FilterTrainingConfig
 from worker.unlearning import (
     MethodResult,
     Runner,
@@ -27,6 +28,7 @@ from worker.unlearning import (
     get_method,
     register_runner,
 )
+from worker.unlearning.filtering import FilterSet, apply_filters, per_sample_filters, train_filters
 from worker.unlearning.metrics import layer_distances, prediction_distribution, relearn_epochs
 from worker.unlearning.registry import validate_config
 
@@ -57,6 +59,10 @@ SMALL_CONFIGS: dict[str, dict] = {
     "salun": {"epochs": 1, "batch_size": 32, "mask_ratio": 0.5},
     "kodge": {"samples": 60, "max_patches": 2000},
 }
+# Filter training for weight_filtering on the toy task (its requests take no configuration).
+TOY_FILTERS = FilterTrainingConfig(
+    epochs=10, batch_size=16, lr=0.05, lambda_unlearn=1.0, lambda_reg=1.0
+)
 
 MODEL_METHODS = [s.name for s in all_methods() if s.runner is Runner.MODEL]
 # every (method, target) pair a method declares: the contract holds for each
@@ -136,6 +142,18 @@ def toy_files(toy):
         True
     )
     return model, x[forget], y[forget], x[~forget], y[~forget]
+
+
+@pytest.fixture(scope="module")
+def toy_filters(toy) -> FilterSet:
+    """Per-class weight filters trained for the toy model on its own training data."""
+    model, fx, fy, rx, ry = toy
+    x, y = torch.cat([fx, rx]), torch.cat([fy, ry])
+    return train_filters(copy.deepcopy(model), x, y, NUM_CLASSES, TOY_FILTERS, CPU, seed=0)
+
+
+def filters_for(name: str, toy_filters: FilterSet) -> FilterSet | None:
+    return toy_filters if get_method(name).uses_weight_filters else None
 
 
 def case(target: Target, toy, toy_files) -> tuple[Any, list[int]]:
@@ -290,7 +308,7 @@ def test_sisa_runner_specs(name):
 
 
 @pytest.mark.parametrize(("name", "target"), MODEL_PAIRS)
-def test_method_contract(name, target, toy, toy_files):
+def test_method_contract(name, target, toy, toy_files, toy_filters):
     spec = get_method(name)
     assert spec.run is not None
     # config: the defaults validate, an unknown field is refused
@@ -319,6 +337,7 @@ def test_method_contract(name, target, toy, toy_files):
         device=CPU,
         seed=7,
         progress=lambda f, phase: calls.append((f, phase)),
+        filters=filters_for(name, toy_filters),
     )
     result = spec.run(inputs, config)
 
@@ -342,7 +361,7 @@ def test_method_contract(name, target, toy, toy_files):
 
 
 @pytest.mark.parametrize(("name", "target"), MODEL_PAIRS)
-def test_method_is_seeded(name, target, toy, toy_files):
+def test_method_is_seeded(name, target, toy, toy_files, toy_filters):
     spec = get_method(name)
     (base, fx, fy, rx, ry), forget_classes = case(target, toy, toy_files)
     if not spec.reads_forget_images:  # callers give zero-glance methods empty forget tensors
@@ -352,9 +371,9 @@ def test_method_is_seeded(name, target, toy, toy_files):
     runs = []
     for _ in range(2):
         model = copy.deepcopy(base)
-        result = spec.run(
-            UnlearningInputs(model, fx, fy, rx, ry, NUM_CLASSES, forget_classes, CPU, 3), config
-        )
+        inputs = UnlearningInputs(model, fx, fy, rx, ry, NUM_CLASSES, forget_classes, CPU, 3)
+        inputs.filters = filters_for(name, toy_filters)
+        result = spec.run(inputs, config)
         runs.append((model.state_dict(), json.dumps(result.details, sort_keys=True)))
     (sd_a, details_a), (sd_b, details_b) = runs
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
@@ -438,6 +457,57 @@ def test_kodge_forgets_the_class_and_keeps_the_others():
     assert changed == {"0.weight", "4.weight", "8.weight"}, changed
     assert result.details["projected_layers"] == ["0", "4", "8"]
     assert result.details["retain_samples"] == 900
+
+
+def test_weight_filters_forget_each_class_alone_and_compose(toy, toy_filters):
+    """Each class's row forgets that class and keeps the others, on held-out images; two rows
+    multiplied forget both; the rows left after one is used still forget theirs."""
+    model, *_ = toy
+    x, y = make_toy(40, NUM_CLASSES, seed=11)
+    for c in range(NUM_CLASSES):
+        filtered = copy.deepcopy(model)
+        apply_filters(filtered, toy_filters, [c])
+        acc = per_class_accuracy(filtered, x, y)
+        assert acc[c] <= 0.1, (c, acc)
+        assert all(a >= 0.9 for k, a in enumerate(acc) if k != c), (c, acc)
+    first = copy.deepcopy(model)
+    apply_filters(first, toy_filters, [0])
+    left = toy_filters.without([0])
+    assert left.classes == [1, 2]
+    assert all(rows.shape[0] == 2 for rows in left.rows.values())
+    apply_filters(first, left, [1])
+    acc = per_class_accuracy(first, x, y)
+    assert acc[0] <= 0.1 and acc[1] <= 0.1 and acc[2] >= 0.9, acc
+    with pytest.raises(ValueError, match="no filter rows"):
+        apply_filters(copy.deepcopy(model), left, [0])
+    again = FilterSet.from_bytes(left.to_bytes())
+    assert again.classes == left.classes
+    assert all(torch.equal(again.rows[k], left.rows[k]) for k in left.rows)
+
+
+def test_applied_filters_equal_the_per_image_filters_they_were_trained_with(toy, toy_filters):
+    """Training scales each output channel through a hook; materialising the row in the
+    weights must give the same function."""
+    model, fx, *_ = toy
+    inputs = _ops.to_input(fx[:8])
+    current = {name: rows[[2] * 8] for name, rows in toy_filters.rows.items()}
+    with torch.no_grad(), _ops.eval_mode(model), per_sample_filters(model, current):
+        hooked = model(inputs)
+    filtered = copy.deepcopy(model)
+    apply_filters(filtered, toy_filters, [2])
+    with torch.no_grad():
+        direct = filtered.eval()(inputs)
+    assert torch.allclose(hooked, direct, atol=1e-5)
+
+
+def test_weight_filtering_needs_filters(toy):
+    model, fx, fy, rx, ry = toy
+    spec = get_method("weight_filtering")
+    assert spec.uses_weight_filters and spec.escalation == ()
+    assert spec.run is not None
+    inputs = UnlearningInputs(copy.deepcopy(model), fx, fy, rx, ry, NUM_CLASSES, [1], CPU, 0)
+    with pytest.raises(ValueError, match="trained filters"):
+        spec.run(inputs, validate_config("weight_filtering", {}))
 
 
 def test_adversarial_details(toy):

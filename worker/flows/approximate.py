@@ -31,12 +31,14 @@ from app.db.models import (
     DeletionTarget,
     ManifestEntry,
     Model,
+    ModelVersion,
     Sample,
 )
 from app.db.session import session_scope
 from app.settings import get_settings
 from worker.constituents import CHECKPOINTS, derived_seed, fresh_constituent
 from worker.flows.common import device, log, now, store, touch_model
+from worker.flows.filter_store import load_filters, ready_job_for, save_filters
 from worker.flows.shards import (
     ShardProgress,
     claim_shard,
@@ -90,7 +92,7 @@ def _batch_requests(session: Session, version_id: int) -> list[DeletionRequest]:
     )
 
 
-def _shard_sample_ids(session: Session, version_id: int, shard: int) -> list[int]:
+def shard_sample_ids(session: Session, version_id: int, shard: int) -> list[int]:
     """The shard's training samples in the canonical training order (slice, content hash), so
     the decoded-image cache written when the shard was trained is hit again."""
     return list(
@@ -135,7 +137,7 @@ def _claim(session: Session, version_id: int, shard: int) -> ShardJob | bool:
     # (validated and normalised when the request was accepted) is the batch's.
     config = spec.config_model.model_validate(requests[0].method_config)
     parent_final = _final_checkpoint(session, version.parent_id, shard, model.recipe.slices)
-    shard_ids = _shard_sample_ids(session, version.parent_id, shard)
+    shard_ids = shard_sample_ids(session, version.parent_id, shard)
     targets = set(
         session.scalars(
             select(DeletionTarget.sample_id).where(
@@ -251,14 +253,42 @@ def _run_method(job: ShardJob) -> Outcome:
     load_checkpoint(blob_store.get(CHECKPOINTS, job.parent_key), net, None, map_location="cpu")
     net = net.to(dev)
     inputs, given = _load_inputs(job, net, dev)
+    filter_job = _attach_filters(job, inputs)
     assert job.spec.run is not None
     began = time.perf_counter()
     result = job.spec.run(inputs, job.method_config)
     seconds = time.perf_counter() - began
     net.eval()
+    if filter_job is not None and inputs.filters is not None:
+        # The rows left compose with what was just applied, for later requests.
+        save_filters(filter_job, job.new_key, inputs.filters.without(job.forget_classes))
     # No optimizer state: an unlearned final slot is never a point that training resumes from.
     blob_store.put(CHECKPOINTS, job.new_key, checkpoint_bytes(net.cpu(), None))
     return Outcome(details=result.details, given=given, method_seconds=seconds)
+
+
+def _attach_filters(job: ShardJob, inputs: UnlearningInputs) -> int | None:
+    """Hand a filter-applying method the constituent's trained filters; returns the job id."""
+    if not job.spec.uses_weight_filters:
+        return None
+    with session_scope() as session:
+        parent_id = session.scalar(
+            select(ModelVersion.parent_id).where(ModelVersion.id == job.version_id)
+        )
+        filter_job = ready_job_for(session, job.model.id, parent_id) if parent_id else None
+        if filter_job is None:
+            raise RuntimeError(
+                "the model has no ready weight filters for the version this request started "
+                "from (another version became current, or they were purged); train them again "
+                "with POST /v1/models/{id}/filters"
+            )
+        wanted = {job.dataset.classes[c] for c in job.forget_classes}
+        missing = sorted(wanted - set(filter_job.classes))
+        if missing:
+            raise RuntimeError(f"the model's weight filters hold no rows for classes {missing}")
+        job_id = filter_job.id
+    inputs.filters = load_filters(job_id, job.parent_key)
+    return job_id
 
 
 def _record(job: ShardJob, outcome: Outcome, total_seconds: float) -> None:

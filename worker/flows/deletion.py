@@ -32,6 +32,7 @@ from worker.constituents import purge_version
 from worker.erasure import check_files, forget_samples, pending_samples, unlink_files
 from worker.flows import shared_erasure as shared
 from worker.flows.common import log, now, store, touch_model
+from worker.flows.filter_store import after_version_current
 from worker.flows.guards import judge_new_version
 from worker.flows.timings import add_phase, finish, stopwatch
 from worker.flows.verify import escalate_batch, refusal_reason, verify_batch
@@ -361,6 +362,7 @@ def complete_batch(version: ModelVersion, audit: AuditHook | None) -> None:
         assert model is not None
         released = shared.complete_released(session, model.dataset_id)
         purged = purge_dataset_checkpoints(session, model.dataset_id, sorted(erasing))
+        after_version_current(session, version)
         erased_hashes = set(
             session.scalars(select(Sample.sha256).where(Sample.id.in_(sorted(erasing)))).all()
         )

@@ -20,6 +20,7 @@ from app.db.models import (
 from app.db.session import session_scope
 from app.settings import get_settings
 from worker.flows.common import is_stale, log, now
+from worker.flows.filters import stalled_jobs
 
 
 @dataclass
@@ -28,6 +29,7 @@ class SweepActions:
     finalize_versions: list[int] = field(default_factory=list)
     complete_versions: list[int] = field(default_factory=list)
     process_models: list[int] = field(default_factory=list)
+    filter_jobs: list[int] = field(default_factory=list)
 
 
 def find_stalled_work() -> SweepActions:
@@ -47,6 +49,7 @@ def find_stalled_work() -> SweepActions:
         for model in stuck:
             if is_stale(model.heartbeat_at, 4 * stale_after) and model.id not in building_models:
                 _recover_stuck_model(session, model, actions)
+    actions.filter_jobs = stalled_jobs(stale_after)
     return actions
 
 

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from worker.unlearning.filtering import FilterSet
+
 __all__ = [
     "MethodConfig",
     "MethodResult",
@@ -54,6 +56,9 @@ class UnlearningInputs:
     device: torch.device
     seed: int
     progress: ProgressFn = no_progress
+    filters: FilterSet | None = None
+    """The constituent's trained per-class weight filters, for methods whose spec sets
+    ``uses_weight_filters`` (``None`` for every other method)."""
 
 
 @dataclass

@@ -69,6 +69,10 @@ class Method:
     def reads_forget_images(self) -> bool:
         return self.spec.reads_forget_images
 
+    @property
+    def uses_weight_filters(self) -> bool:
+        return self.spec.uses_weight_filters
+
 
 def register_runner(name: str, run: RunFn) -> RunFn:
     """Attach ``run`` to the spec called ``name``; refused for an unknown name, a SISA-engine

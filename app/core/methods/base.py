@@ -61,6 +61,10 @@ class MethodSpec:
     escalation: tuple[dict[str, Any], ...] = ()
     """Configuration overrides tried in order, each on top of the request's configuration, when
     a class request misses its targets; an exact retrain comes after the last one."""
+    uses_weight_filters: bool = False
+    """``True`` when the method applies the per-class weight filters trained beforehand for the
+    model (``POST /v1/models/{id}/filters``): a request is refused while the model has none for
+    the classes it names."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower() or " " in self.name:
@@ -101,6 +105,7 @@ class MethodSpec:
             "targets": sorted(t.value for t in self.targets),
             "exact": self.exact,
             "reads_forget_images": self.reads_forget_images,
+            "uses_weight_filters": self.uses_weight_filters,
             "escalation": [dict(step) for step in self.escalation],
             # what a class request that misses its targets tries, in order
             "escalation_plan": self.escalation_plan(),

@@ -15,4 +15,5 @@ from app.core.methods import (  # noqa: F401  (imported to register)
     scrub,
     ssd,
     unsir,
+    weight_filtering,
 )

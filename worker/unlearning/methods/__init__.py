@@ -14,4 +14,5 @@ from worker.unlearning.methods import (  # noqa: F401  (imported to register)
     scrub,
     ssd,
     unsir,
+    weight_filtering,
 )
