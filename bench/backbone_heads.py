@@ -8,6 +8,7 @@ head on all private data and with SISA ``small_cnn`` from scratch, then times a 
 deletion from the heads model (warm embedding cache) against a full retrain of the heads.
 
     python -m bench.backbone_heads            # the quick scale (2 shared CPU cores)
+    python -m bench.backbone_heads --scale medium   # a 5,000-image backbone (quiet CPU)
     python -m bench.backbone_heads --full     # all of CIFAR-10 (a GPU)
 
 The trained backbone is kept under .cache/bench/backbone_heads/, so re-runs skip training it.
@@ -46,7 +47,10 @@ class Scale:
 
 
 QUICK = Scale(100, 100, 30, 2, 8, 4)
+# A quiet 2-core CPU: a backbone on 5,000 public images, 100 private images per class.
+MEDIUM = Scale(500, 100, 30, 4, 8, 4)
 FULL = Scale(None, None, None, 30, 10, 10)
+SCALES = {"quick": QUICK, "medium": MEDIUM, "full": FULL}
 
 
 def split_halves(scale: Scale, seed: int) -> tuple[list[tuple[Path, int]], Path]:
@@ -268,10 +272,11 @@ def _summary(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="all of CIFAR-10 (use a GPU)")
+    parser.add_argument("--scale", choices=sorted(SCALES), help="quick (default), medium or full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="backbone_heads")
     args = parser.parse_args()
-    scale = FULL if args.full else QUICK
+    scale = FULL if args.full else SCALES[args.scale or "quick"]
     result = run(scale, args.seed)
     print(write_result(args.out, result))
 

@@ -375,15 +375,12 @@ def methods_to_run(
     scenario: Scenario, only: list[str] | None
 ) -> list[tuple[str, str, dict | None]]:
     """(label, method, config) rows: every registered method with its defaults, retrain first
-    (the reference), then the scenario's extra configurations."""
+    (the reference), then the scenario's extra configurations; weight filtering needs a filter
+    job first and has its own benchmark (bench.weight_filtering)."""
     from worker.unlearning.registry import all_methods
 
-    # Weight filtering needs a trained filter job first: bench.weight_filtering measures it.
-    names = [
-        m.name
-        for m in all_methods()
-        if (only is None or m.name in only) and not m.uses_weight_filters
-    ]
+    names = [m.name for m in all_methods() if not m.uses_weight_filters]
+    names = [n for n in names if only is None or n in only]
     names.sort(key=lambda n: (n != "retrain", n))
     rows: list[tuple[str, str, dict | None]] = [(n, n, None) for n in names]
     rows += [v for v in scenario.variants if only is None or v[1] in only]

@@ -266,6 +266,10 @@ class InProcessService:
     def forget(self, payload: dict) -> dict:
         request = self.submit(payload)
         self.run_worker(payload["model"] if isinstance(payload["model"], int) else request["model"])
+        # Other models of the dataset that trained on the targets forget them too (linked
+        # requests); a deployment's worker runs them as they come, here they run in turn.
+        for link in request.get("plan", {}).get("linked_requests", []):
+            self.run_worker(link["model"])
         return self.client.get(f"/v1/deletion-requests/{request['id']}").json()
 
 
