@@ -203,11 +203,21 @@ def run(scale: Scale, seed: int) -> dict[str, Any]:
         heads_warm, heads_warm_s = service.train_model(
             {"name": "heads-again", "shards": SHARDS, "slices": SLICES, **heads_spec}
         )
+        # The deletions run on a model alone on its own copy of the data: on a shared dataset a
+        # file is erased only once every model trained on it has forgotten it (three more here).
+        alone = WORK / "data" / "deletion"
+        shutil.rmtree(alone, ignore_errors=True)
+        shutil.copytree(private, alone)
+        own = service.register_dataset(alone, "cifar-deletion")
+        deleting, _ = service.train_model(
+            {"name": "heads-deletion", "shards": SHARDS, "slices": SLICES}
+            | {**heads_spec, "dataset": own["id"]}
+        )
         sisa, sisa_s = service.forget(
-            {"model": heads["id"], "filenames": [_victim(private, 0)], "method": "sisa"}
+            {"model": deleting["id"], "filenames": [_victim(alone, 0)], "method": "sisa"}
         )
         retrain, retrain_s = service.forget(
-            {"model": heads["id"], "filenames": [_victim(private, 1)], "method": "retrain"}
+            {"model": deleting["id"], "filenames": [_victim(alone, 1)], "method": "retrain"}
         )
     summary = _summary(scale, seed, backbone_info, registered.json(), locals())
     summary["load_average_at_start"] = load_before
