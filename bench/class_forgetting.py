@@ -257,7 +257,11 @@ def mia_auc(service: Service, request_id: str) -> dict[str, Any] | None:
 
 # Each row measures the method itself: targets it cannot miss, so nothing escalates. Whether it
 # met the default targets is read from its validation figures (row).
-LAX_TARGETS: dict[str, Any] = {"max_forget_accuracy": 1.0, "max_retain_drop": 100}
+LAX_TARGETS: dict[str, Any] = {
+    "max_forget_accuracy": 1.0,
+    "max_retain_drop": 100,
+    "max_class_retain_drop": 100,
+}
 
 
 # --- one method ---------------------------------------------------------------------------------

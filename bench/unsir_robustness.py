@@ -9,7 +9,7 @@ and 200 test images per class, 28 px, small_cnn trained 20 epochs with the recom
 forget "elephant" to at most 5% test accuracy while no other class loses more than 5 points.
 Every run is one deletion request with ``method: "unsir"`` and no options, so the service
 checks its default targets on the validation split (forgotten classes <= 5%, retained
-classes losing <= 2 points overall) and, on a miss, escalates along UNSIR's plan and then to
+classes losing <= 2 points overall and no retained class losing more than 5) and, on a miss, escalates along UNSIR's plan and then to
 the exact retrain. The bar is then read on the test split the report uses (the validation
 split is left out of it).
 
@@ -73,6 +73,7 @@ def attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
             "met": a["validation"]["met"],
             "validation_forget_accuracy": a["validation"]["forget_accuracy"],
             "validation_retain_drop_points": a["validation"]["retain_drop_points"],
+            "validation_worst_class_drop_points": a["validation"].get("worst_class_drop_points"),
         }
         for a in row["attempts"]
     ]

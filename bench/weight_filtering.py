@@ -31,7 +31,7 @@ WORK = PROJECT_ROOT / ".cache" / "bench" / "weight_filtering"
 SECOND = {"animal-mnist": "zebra", "cifar10": "dog"}
 # Each step measures the method; whether it met the default targets is read from its
 # validation figures, so nothing escalates.
-LAX = {"max_forget_accuracy": 1.0, "max_retain_drop": 100}
+LAX = {"max_forget_accuracy": 1.0, "max_retain_drop": 100, "max_class_retain_drop": 100}
 
 
 def use_own_work_folder(quick: bool) -> None:

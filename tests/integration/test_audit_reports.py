@@ -276,7 +276,11 @@ def test_class_forgetting_report(sqlite_service, tiny_dataset: Path) -> None:
             "method": "finetune",
             "method_config": {"epochs": 1},
             # about the report of an approximate version, not its targets
-            "options": {"max_forget_accuracy": 1.0, "max_retain_drop": 100},
+            "options": {
+                "max_forget_accuracy": 1.0,
+                "max_retain_drop": 100,
+                "max_class_retain_drop": 100,
+            },
         }
     )
     assert second["status"] == "completed", second

@@ -23,15 +23,16 @@ def _advance(request: DeletionRequest) -> tuple[str, dict, int] | None:
 
 def test_unsir_escalates_through_its_plan_then_retrain() -> None:
     request = DeletionRequest(
-        method="unsir", method_config={"impair_lr": 0.004}, plan={}, options={}
+        method="unsir", method_config={"noise_repeats": 6}, plan={}, options={}
     )
     first = _advance(request)
     assert first is not None and first[0] == "unsir" and first[2] == 1
-    assert first[1]["impair_epochs"] == 2 and first[1]["repair_epochs"] == 2
-    assert first[1]["impair_lr"] == 0.004  # the request's own configuration is kept
+    assert first[1]["impair_lr"] == 0.004 and first[1]["repair_epochs"] == 4
+    assert first[1]["noise_repeats"] == 6  # the request's own configuration is kept
     second = _advance(request)
-    assert second is not None and second[1]["impair_epochs"] == 3
-    assert second[1]["noise_repeats"] == 8 and second[1]["impair_lr"] == 0.004
+    assert second is not None and second[1]["impair_epochs"] == 2
+    assert second[1]["repair_epochs"] == 3 and second[1]["noise_repeats"] == 6
+    assert second[1]["impair_lr"] == 0.002
     third = _advance(request)
     assert third is not None and third[0] == "retrain"
     assert _advance(request) is None  # nothing after an exact retrain

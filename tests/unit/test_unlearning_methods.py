@@ -262,7 +262,7 @@ def test_spec_rejects_inconsistent_definitions():
 
 
 def test_validate_config():
-    assert validate_config("unsir", None).model_dump()["impair_lr"] == 0.002
+    assert validate_config("unsir", None).model_dump()["impair_lr"] == 0.003
     with pytest.raises(pydantic.ValidationError):
         validate_config("unsir", {"impair_lr": -1})
     with pytest.raises(ValueError, match="known methods"):
@@ -572,7 +572,7 @@ def test_relearn_epochs(toy):
 
 
 def test_escalation_plans_are_valid_configurations():
-    assert get_spec("unsir").escalation[0] == {"impair_epochs": 2, "repair_epochs": 2}
+    assert get_spec("unsir").escalation[0] == {"impair_lr": 0.004, "repair_epochs": 4}
     assert get_spec("kodge").escalation
     for spec in all_methods():
         for step in spec.escalation:

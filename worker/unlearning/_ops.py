@@ -231,3 +231,29 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     if k > 1 and n % batch_size == 1:
         k -= 1
     return k
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 64
+) -> int:
+    """Recompute every BatchNorm layer's running mean and variance from ``images`` (a forward
+    pass in train mode, no gradient, the exact average over all batches); returns how many
+    layers were reset. Methods that train on synthetic inputs (UNSIR's noise) leave running
+    statistics fitted to those inputs, which damages every class at evaluation."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or images.shape[0] == 0:
+        return 0
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every batch weighs the same
+    with keep_mode(model):
+        model.train()
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size]
+            if batch.shape[0] > 1 or start == 0:  # BatchNorm1d refuses a batch of one
+                model(to_input(batch.to(device)))
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+    return len(layers)

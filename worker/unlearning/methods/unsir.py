@@ -8,7 +8,9 @@ Zero-glance class forgetting, following the paper's code:
 2. **Impair**: train (one epoch, high learning rate) on the noise, labelled ``c`` and repeated
    ``noise_repeats`` times, mixed with a small retain subset (``retain_per_class`` samples of
    every retained class).
-3. **Repair**: train (one epoch, lower learning rate) on the retain subset alone.
+3. **Repair**: train (lower learning rate) on the retain subset alone.
+4. **BatchNorm recalibration** (``recalibrate_bn``): running statistics recomputed from the
+   retain subset, undoing what training on the noise did to them.
 
 It never reads the forget images or labels (callers may pass empty tensors).
 """
@@ -267,6 +269,10 @@ def run(inputs: UnlearningInputs, config: UnsirConfig) -> MethodResult:
         )
         details["impair_loss"] = _impair(model, impair_set, config, device, gen, progress)
         details["repair_loss"] = _repair(model, impair_set, config, device, gen, progress)
+        if config.recalibrate_bn:
+            details["batchnorm_layers_recalibrated"] = _ops.recalibrate_batchnorm(
+                model, impair_set.sub_images, device, config.batch_size
+            )
     progress.finish()
     details.update(
         {
