@@ -34,6 +34,7 @@ from typing import Any
 
 from bench.class_forgetting_compare import compare_with_retrain, markdown
 from bench.harness import (
+    LAX_TARGETS,
     PROJECT_ROOT,
     Service,
     contention,
@@ -253,15 +254,6 @@ def mia_auc(service: Service, request_id: str) -> dict[str, Any] | None:
         name: {stage: (stages.get(stage) or {}).get("auc") for stage in ("before", "after")}
         for name, stages in attacks.items()
     } or None
-
-
-# Each row measures the method itself: targets it cannot miss, so nothing escalates. Whether it
-# met the default targets is read from its validation figures (row).
-LAX_TARGETS: dict[str, Any] = {
-    "max_forget_accuracy": 1.0,
-    "max_retain_drop": 100,
-    "max_class_retain_drop": 100,
-}
 
 
 # --- one method ---------------------------------------------------------------------------------

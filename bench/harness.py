@@ -28,6 +28,13 @@ SHARED_DATASETS = Path(
 )
 CACHE = PROJECT_ROOT / ".cache" / "datasets"
 RESULTS = PROJECT_ROOT / "bench" / "results"
+# Request options a class request cannot miss: a row then measures the method itself, nothing
+# escalates; whether it met the default targets is read from its validation figures.
+LAX_TARGETS: dict[str, Any] = {
+    "max_forget_accuracy": 1.0,
+    "max_retain_drop": 100,
+    "max_class_retain_drop": 100,
+}
 ARCHIVES = {"animal-mnist": "animal-mnist.tar.gz", "cifar10": "cifar10-jpeg.tar.gz"}
 
 

@@ -3,12 +3,15 @@ of the configuration it asked for, then an exact retrain, then nothing."""
 
 from __future__ import annotations
 
+from app.core.methods.base import Miss
 from app.db.models import DeletionRequest
 from worker.flows.verify import _next_step
 
 
-def _advance(request: DeletionRequest) -> tuple[str, dict, int] | None:
-    step = _next_step(request)
+def _advance(
+    request: DeletionRequest, misses: frozenset[Miss] = frozenset(Miss)
+) -> tuple[str, dict, int] | None:
+    step = _next_step(request, misses)
     if step is not None:
         method, config, index = step
         request.plan = {
@@ -27,15 +30,32 @@ def test_unsir_escalates_through_its_plan_then_retrain() -> None:
     )
     first = _advance(request)
     assert first is not None and first[0] == "unsir" and first[2] == 1
-    assert first[1]["impair_lr"] == 0.004 and first[1]["repair_epochs"] == 4
+    assert first[1]["repair_epochs"] == 4 and first[1]["impair_lr"] == 0.004
     assert first[1]["noise_repeats"] == 6  # the request's own configuration is kept
     second = _advance(request)
-    assert second is not None and second[1]["impair_epochs"] == 2
-    assert second[1]["repair_epochs"] == 3 and second[1]["noise_repeats"] == 6
-    assert second[1]["impair_lr"] == 0.002
+    assert second is not None and second[1]["impair_lr"] == 0.006
+    assert second[1]["repair_epochs"] == 4 and second[1]["noise_repeats"] == 6
     third = _advance(request)
     assert third is not None and third[0] == "retrain"
     assert _advance(request) is None  # nothing after an exact retrain
+
+
+def test_a_step_meant_for_another_miss_is_skipped() -> None:
+    """UNSIR's longer repair is for a retained class that fell; its harder impair for a
+    forgotten class that kept too much."""
+    forget_only = frozenset({Miss.FORGET})
+    request = DeletionRequest(method="unsir", method_config={}, plan={}, options={})
+    step = _next_step(request, forget_only)
+    assert step is not None and step[0] == "unsir" and step[2] == 2
+    assert step[1]["impair_lr"] == 0.006
+
+    retain_only = frozenset({Miss.RETAIN})
+    request = DeletionRequest(method="unsir", method_config={}, plan={}, options={})
+    first = _advance(request, retain_only)
+    assert first is not None and first[1]["repair_epochs"] == 4 and first[1]["impair_lr"] == 0.004
+    second = _advance(request, retain_only)  # the harder impair is skipped: on to the retrain
+    assert second is not None and second[0] == "retrain" and second[2] == 3
+    assert _advance(request, retain_only) is None
 
 
 def test_no_plan_goes_straight_to_retrain_and_escalate_false_stops() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from app.core.methods import MethodSpec, register
 from app.core.methods import get_method as get_spec
+from app.core.methods.base import Miss
 from app.core.methods.weight_filtering import FilterTrainingConfig
 from worker.unlearning import (
     MethodResult,
@@ -262,7 +263,7 @@ def test_spec_rejects_inconsistent_definitions():
 
 
 def test_validate_config():
-    assert validate_config("unsir", None).model_dump()["impair_lr"] == 0.003
+    assert validate_config("unsir", None).model_dump()["impair_lr"] == 0.004
     with pytest.raises(pydantic.ValidationError):
         validate_config("unsir", {"impair_lr": -1})
     with pytest.raises(ValueError, match="known methods"):
@@ -572,11 +573,12 @@ def test_relearn_epochs(toy):
 
 
 def test_escalation_plans_are_valid_configurations():
-    assert get_spec("unsir").escalation[0] == {"impair_lr": 0.004, "repair_epochs": 4}
+    first = get_spec("unsir").steps[0]
+    assert first.config == {"repair_epochs": 4} and first.when == {Miss.RETAIN}
     assert get_spec("kodge").escalation
     for spec in all_methods():
         for step in spec.escalation:
-            spec.config_model.model_validate(step)
+            spec.config_model.model_validate(step.config)
     bad = (({"no_such_field": 1},),)
     with pytest.raises(pydantic.ValidationError):
         MethodSpec(

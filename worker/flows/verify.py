@@ -22,6 +22,7 @@ import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.core.methods.base import Miss
 from app.core.options import parse_options
 from app.db.models import (
     DeletionRequest,
@@ -90,6 +91,20 @@ class Verdict:
         return min(self.checked_classes, key=lambda c: c.after - c.before, default=None)
 
     @property
+    def misses(self) -> frozenset[Miss]:
+        """The targets missed (a figure that cannot be measured counts as missed); empty for
+        exact versions."""
+        if self.exact:
+            return frozenset()
+        missed = set()
+        if self.forget_accuracy is None or self.forget_accuracy > self.max_forget_accuracy:
+            missed.add(Miss.FORGET)
+        drop = self.retain_drop
+        if drop is None or drop > self.max_retain_drop or not self.classes_met:
+            missed.add(Miss.RETAIN)
+        return frozenset(missed)
+
+    @property
     def classes_met(self) -> bool:
         worst = self.worst_class
         return worst is None or worst.drop <= self.max_class_retain_drop
@@ -104,16 +119,7 @@ class Verdict:
     def met(self) -> bool:
         """Exact versions always pass; an approximate one must be measurable and within both
         targets (a validation split without images of a class cannot vouch for it)."""
-        if self.exact:
-            return True
-        drop = self.retain_drop
-        return (
-            self.forget_accuracy is not None
-            and drop is not None
-            and self.forget_accuracy <= self.max_forget_accuracy
-            and drop <= self.max_retain_drop
-            and self.classes_met
-        )
+        return not self.misses
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -139,6 +145,7 @@ class Verdict:
                 for c in self.retained_classes
             ],
             "worst_class_drop_points": None if self.worst_class is None else self.worst_class.drop,
+            "missed": sorted(m.value for m in self.misses),
             "met": self.met,
         }
 
@@ -272,9 +279,12 @@ def verify_batch(version: ModelVersion, requests: Sequence[DeletionRequest]) -> 
     return verdict
 
 
-def _next_step(request: DeletionRequest) -> tuple[str, dict[str, Any], int] | None:
+def _next_step(
+    request: DeletionRequest, misses: frozenset[Miss] = frozenset(Miss)
+) -> tuple[str, dict[str, Any], int] | None:
     """(method, configuration, step) of the request's next attempt, or None when none is left
-    (it already ran the retrain) or it asked not to escalate."""
+    (it already ran the retrain) or it asked not to escalate. Declared steps meant for other
+    misses than ``misses`` are skipped."""
     if not parse_options(request.options).escalate or request.method == RETRAIN:
         return None
     requested = request.plan.get("requested") or {
@@ -282,13 +292,15 @@ def _next_step(request: DeletionRequest) -> tuple[str, dict[str, Any], int] | No
         "method_config": dict(request.method_config or {}),
     }
     spec = get_method(requested["method"])
-    step = int(request.plan.get("escalation_step", 0))
-    if step < len(spec.escalation):
-        merged = {**requested["method_config"], **spec.escalation[step]}
-        config = spec.config_model.model_validate(merged).model_dump(mode="json")
-        return spec.name, config, step + 1
+    start = int(request.plan.get("escalation_step", 0))
+    for index in range(start, len(spec.escalation)):
+        step = spec.escalation[index]
+        if step.when & misses:
+            merged = {**requested["method_config"], **step.config}
+            config = spec.config_model.model_validate(merged).model_dump(mode="json")
+            return spec.name, config, index + 1
     retrain = get_method(RETRAIN)
-    return RETRAIN, retrain.config_model().model_dump(mode="json"), step + 1
+    return RETRAIN, retrain.config_model().model_dump(mode="json"), len(spec.escalation) + 1
 
 
 def escalate_batch(
@@ -299,7 +311,7 @@ def escalate_batch(
     with session_scope() as session:
         live = [session.get(DeletionRequest, r.id) for r in requests]
         current = [r for r in live if r is not None]
-        steps = [_next_step(r) for r in current]
+        steps = [_next_step(r, verdict.misses) for r in current]
         if not current or any(s is None for s in steps):
             return False
         for request, step in zip(current, steps, strict=True):

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.core.methods import registry as specs
-from app.core.methods.base import MethodSpec, Runner, Target
+from app.core.methods.base import EscalationStep, MethodSpec, Runner, Target
 from worker.unlearning.base import RunFn
 
 __all__ = ["Method", "all_methods", "get_method", "register_runner", "validate_config"]
@@ -58,8 +58,8 @@ class Method:
         return self.spec.exact
 
     @property
-    def escalation(self) -> tuple[dict[str, Any], ...]:
-        return self.spec.escalation
+    def escalation(self) -> tuple[EscalationStep, ...]:
+        return self.spec.steps
 
     @property
     def config_model(self) -> type[BaseModel]:

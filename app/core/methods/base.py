@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["MethodConfig", "MethodSpec", "Runner", "Target"]
+__all__ = ["EscalationStep", "MethodConfig", "MethodSpec", "Miss", "Runner", "Target"]
 
 
 class Target(StrEnum):
@@ -28,6 +28,28 @@ class Runner(StrEnum):
     """Runs on one ``nn.Module`` in memory (all class-forgetting methods)."""
     SISA = "sisa"
     """Orchestrated by the service's SISA engine over checkpoints ("sisa", "retrain")."""
+
+
+class Miss(StrEnum):
+    """Which of a class request's targets an attempt missed (on the validation split)."""
+
+    FORGET = "forget"
+    """The forgotten classes kept more accuracy than ``max_forget_accuracy``."""
+    RETAIN = "retain"
+    """The retained classes fell too far, overall or one of them (``max_retain_drop``,
+    ``max_class_retain_drop``)."""
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """Configuration overrides for the next attempt, and the misses they are meant to fix: a
+    step for a class that kept too much is skipped when only a retained class fell."""
+
+    config: dict[str, Any]
+    when: frozenset[Miss] = frozenset(Miss)
+
+    def describe(self) -> dict[str, Any]:
+        return {"config": dict(self.config), "when": sorted(m.value for m in self.when)}
 
 
 class MethodConfig(BaseModel):
@@ -58,9 +80,10 @@ class MethodSpec:
     """Pydantic model; every field defaulted, ``extra="forbid"``."""
     reads_forget_images: bool = True
     """``False`` for zero-glance methods (``unsir``): callers may pass empty forget tensors."""
-    escalation: tuple[dict[str, Any], ...] = ()
-    """Configuration overrides tried in order, each on top of the request's configuration, when
-    a class request misses its targets; an exact retrain comes after the last one."""
+    escalation: tuple[EscalationStep | dict[str, Any], ...] = ()
+    """The steps tried in order when a class request misses its targets, each on top of the
+    request's configuration; a step whose ``when`` does not include any of the misses is
+    skipped. An exact retrain comes after the last one. A plain dict is a step for any miss."""
     uses_weight_filters: bool = False
     """``True`` when the method applies the per-class weight filters trained beforehand for the
     model (``POST /v1/models/{id}/filters``): a request is refused while the model has none for
@@ -80,9 +103,19 @@ class MethodSpec:
         required = [n for n, f in self.config_model.model_fields.items() if f.is_required()]
         if required:
             raise ValueError(f"method {self.name!r}: config fields without default: {required}")
-        object.__setattr__(self, "escalation", tuple(dict(step) for step in self.escalation))
-        for step in self.escalation:
-            self.config_model.model_validate(step)  # a bad plan fails at import, not mid-request
+        steps = tuple(
+            s if isinstance(s, EscalationStep) else EscalationStep(dict(s)) for s in self.escalation
+        )
+        object.__setattr__(self, "escalation", steps)
+        for step in steps:
+            if not step.when:
+                raise ValueError(f"method {self.name!r}: an escalation step fixes no miss")
+            self.config_model.model_validate(step.config)  # a bad plan fails at import
+
+    @property
+    def steps(self) -> tuple[EscalationStep, ...]:
+        """``escalation``, every step normalised (``__post_init__`` did it)."""
+        return tuple(s for s in self.escalation if isinstance(s, EscalationStep))
 
     def escalation_plan(self) -> list[dict[str, Any]]:
         """The attempts after a missed class request: each declared step (on top of the
@@ -90,8 +123,8 @@ class MethodSpec:
         methods without class targets (nothing to verify)."""
         if self.exact or Target.CLASSES not in self.targets:
             return []
-        steps = [{"method": self.name, "config": dict(step)} for step in self.escalation]
-        return [*steps, {"method": "retrain", "config": {}}]
+        steps = [{"method": self.name, **step.describe()} for step in self.steps]
+        return [*steps, {"method": "retrain", "config": {}, "when": sorted(m.value for m in Miss)}]
 
     def default_config(self) -> BaseModel:
         return self.config_model()
@@ -106,7 +139,7 @@ class MethodSpec:
             "exact": self.exact,
             "reads_forget_images": self.reads_forget_images,
             "uses_weight_filters": self.uses_weight_filters,
-            "escalation": [dict(step) for step in self.escalation],
+            "escalation": [dict(step.config) for step in self.steps],
             # what a class request that misses its targets tries, in order
             "escalation_plan": self.escalation_plan(),
             "config_schema": self.config_model.model_json_schema(),

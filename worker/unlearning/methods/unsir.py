@@ -9,8 +9,8 @@ Zero-glance class forgetting, following the paper's code:
    ``noise_repeats`` times, mixed with a small retain subset (``retain_per_class`` samples of
    every retained class).
 3. **Repair**: train (lower learning rate) on the retain subset alone.
-4. **BatchNorm recalibration** (``recalibrate_bn``): running statistics recomputed from the
-   retain subset, undoing what training on the noise did to them.
+BatchNorm stays at the parent's statistics during the impair epoch (``impair_batchnorm``) and
+is recalibrated from the retain subset after the repair (``recalibrate_bn``); see the spec.
 
 It never reads the forget images or labels (callers may pass empty tensors).
 """
@@ -174,11 +174,17 @@ def _impair(
     progress: _ops.Progress,
 ) -> float | None:
     """High learning rate on noise + retain subset; returns the last epoch's mean loss."""
+    import torch
     import torch.nn.functional as F
 
     from worker.unlearning import _ops
 
     model.train()
+    if config.impair_batchnorm == "frozen":
+        # the parent's statistics normalise the noise too, and the noise never enters them
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     opt = _optimizer(model, config, config.impair_lr)
     last = float("nan")
     for _ in range(config.impair_epochs):
