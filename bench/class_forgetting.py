@@ -149,11 +149,15 @@ def train_base(scenario: Scenario, data: Path, home: Path, quiet_s: float) -> di
     import torch
 
     # fields at their defaults are left out, so a record written before they existed matches
-    recipe = {
-        k: v
-        for k, v in asdict(scenario).items()
-        if k != "variants" and not (k in ("classes", "subset_seed") and not v)
-    }
+    recipe = json.loads(  # as the record stores it (a tuple of classes reads back as a list)
+        json.dumps(
+            {
+                k: v
+                for k, v in asdict(scenario).items()
+                if k != "variants" and not (k in ("classes", "subset_seed") and not v)
+            }
+        )
+    )
     record_path = home.parent / f"{home.name}.json"
     if record_path.is_file():
         cached = json.loads(record_path.read_text())

@@ -130,13 +130,11 @@ def run_base(base_seed: int, seeds: int) -> list[dict[str, Any]]:
                 UnsirConfig(**overrides),
             )
             seconds = time.process_time() - cpu
-            test_change = _changes(
-                _per_class(net, test[~validation], test_labels[~validation], n), before_test
-            )
-            val_change = _changes(
-                _per_class(net, test[validation], test_labels[validation], n), before_val
-            )
-            after_forget = round(before_test[forget] + test_change[forget] / 100, 3)
+            after_test = _per_class(net, test[~validation], test_labels[~validation], n)
+            after_val = _per_class(net, test[validation], test_labels[validation], n)
+            test_change = _changes(after_test, before_test)
+            val_change = _changes(after_val, before_val)
+            after_forget = round(after_test[forget], 3)
             worst = min(c for i, c in enumerate(test_change) if i != forget)
             rows.append(
                 {

@@ -499,7 +499,11 @@ def test_import_a_state_dict_and_forget_a_class_from_it(
     )
     assert request["status"] == "completed", request
     shown = service.client.get(f"/v1/models/{model['id']}").json()
-    assert shown["retired_classes"] == ["elephant"] and shown["current_version"] == 2
+    # UNSIR may take an escalation step on three validation elephants: whichever attempt met
+    # the targets is the version served.
+    assert shown["retired_classes"] == ["elephant"]
+    assert shown["current_version"] == request["result_version"]
+    assert request["plan"]["attempts"][-1]["validation"]["met"] is True
     forgetting = shown["metrics"]["forgetting"]
     assert forgetting["forget"]["after"] < forgetting["forget"]["before"]
     assert "epochs" in forgetting["relearn"]  # monolithic: relearn time measured

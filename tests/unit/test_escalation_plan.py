@@ -41,13 +41,15 @@ def test_unsir_escalates_through_its_plan_then_retrain() -> None:
 
 
 def test_a_step_meant_for_another_miss_is_skipped() -> None:
-    """UNSIR's longer repair is for a retained class that fell; its harder impair for a
-    forgotten class that kept too much."""
+    """UNSIR's longer repair is for any miss; its harder impair only for a forgotten class
+    that kept too much."""
     forget_only = frozenset({Miss.FORGET})
     request = DeletionRequest(method="unsir", method_config={}, plan={}, options={})
-    step = _next_step(request, forget_only)
-    assert step is not None and step[0] == "unsir" and step[2] == 2
-    assert step[1]["impair_lr"] == 0.006
+    first = _advance(request, forget_only)
+    assert first is not None and first[2] == 1 and first[1]["repair_epochs"] == 4
+    second = _advance(request, forget_only)
+    assert second is not None and second[0] == "unsir" and second[2] == 2
+    assert second[1]["impair_lr"] == 0.006
 
     retain_only = frozenset({Miss.RETAIN})
     request = DeletionRequest(method="unsir", method_config={}, plan={}, options={})

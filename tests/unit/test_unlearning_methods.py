@@ -574,7 +574,8 @@ def test_relearn_epochs(toy):
 
 def test_escalation_plans_are_valid_configurations():
     first = get_spec("unsir").steps[0]
-    assert first.config == {"repair_epochs": 4} and first.when == {Miss.RETAIN}
+    assert first.config == {"repair_epochs": 4} and first.when == set(Miss)
+    assert get_spec("unsir").steps[1].when == {Miss.FORGET}
     assert get_spec("kodge").escalation
     for spec in all_methods():
         for step in spec.escalation:

@@ -95,11 +95,12 @@ SPEC = register(
         exact=False,
         config_model=UnsirConfig,
         reads_forget_images=False,
-        # A retained class that fell too far gets a longer repair; a forgotten class that kept
-        # too much a harder impair with that repair (a longer repair alone forgets no more).
-        # Whatever is still missed then goes to the exact retrain.
+        # A longer repair first, whatever was missed: on the robustness subset it met the bar in
+        # 8 of 8 runs with at most 2.5% left of the class (bench.unsir_variants). A class that
+        # still keeps too much then gets a harder impair with that repair; anything else still
+        # missed goes to the exact retrain.
         escalation=(
-            EscalationStep({"repair_epochs": 4}, when=frozenset({Miss.RETAIN})),
+            EscalationStep({"repair_epochs": 4}),
             EscalationStep({"impair_lr": 0.006, "repair_epochs": 4}, when=frozenset({Miss.FORGET})),
         ),
     )
