@@ -56,7 +56,8 @@ class RequestOptions(BaseModel):
         ge=0,
         le=1,
         description="class requests, approximate methods: the most the new version may still "
-        "classify the forgotten classes' validation images correctly (a fraction)",
+        "classify the forgotten classes' images correctly (a fraction), on the validation split "
+        "and on the classes' own training images",
     )
     max_class_retain_drop: float = Field(
         DEFAULT_MAX_CLASS_RETAIN_DROP,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -43,3 +45,20 @@ def _active_split(session: Session, dataset_id: int) -> list[tuple[int, str]]:
 def active_validation_ids(session: Session, dataset_id: int) -> list[int]:
     """The active test images held out as the validation split, in content-hash order."""
     return [i for i, h in _active_split(session, dataset_id) if is_validation(h)]
+
+
+def class_train_ids(session: Session, dataset_id: int, class_indices: Sequence[int]) -> list[int]:
+    """The active training images of ``class_indices``, in content-hash order."""
+    return [
+        int(i)
+        for i in session.scalars(
+            select(Sample.id)
+            .where(
+                Sample.dataset_id == dataset_id,
+                Sample.split == "train",
+                Sample.state == SampleState.ACTIVE,
+                Sample.class_index.in_(list(class_indices)),
+            )
+            .order_by(Sample.sha256)
+        ).all()
+    ]

@@ -85,6 +85,7 @@ def test_a_missed_target_escalates_to_retrain_and_completes(
     missed = first["validation"]
     assert missed["met"] is False and missed["split"] == "validation"
     assert missed["max_retain_drop"] == 2.0 and missed["max_forget_accuracy"] == 0.05
+    assert missed["n_forget_train"] == 48  # the class's own training images are checked too
     assert missed["retain_drop_points"] is None or missed["retain_drop_points"] > 2.0
     assert (second["version"], second["method"], second["exact"]) == (3, "retrain", True)
     assert second["validation"]["met"] is True

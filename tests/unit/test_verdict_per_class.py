@@ -74,3 +74,19 @@ def test_exact_versions_are_not_held_to_the_targets() -> None:
         max_class_retain_drop=5.0,
     )
     assert exact.met
+
+
+def test_a_class_still_recognised_on_its_training_images_is_not_forgotten() -> None:
+    """Few validation images can show 2% where the class's own training images show 19%
+    (KODGE on CIFAR-10 "cat"): the larger sample is checked too."""
+    from dataclasses import replace
+
+    from app.core.methods.base import Miss
+
+    passing = _verdict((ClassFigures("cow", 40, 0.9, 0.9),))
+    assert passing.met
+    kept = replace(passing, forget_train_accuracy=0.19, n_forget_train=1000)
+    assert not kept.met and kept.misses == {Miss.FORGET}
+    assert "on their 1000 training images 19.0%" in kept.describe()
+    assert kept.figures()["forget_train_accuracy"] == 0.19
+    assert replace(passing, forget_train_accuracy=0.01, n_forget_train=1000).met

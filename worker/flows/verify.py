@@ -4,7 +4,10 @@ targets before it may complete.
 The figures come from the validation split (test images held out of every reported test
 figure, :func:`app.repositories.samples.active_validation_ids`): the new version's accuracy on
 the forgotten classes' images, how far its accuracy on the retained classes' images fell below
-the parent's, and the same per retained class. An approximate version that misses
+the parent's, and the same per retained class. The forgotten classes are also checked on their
+own training images (still on disk until the request completes): the validation split may hold
+only a few dozen images of a class, too few to tell 2% from 20% (KODGE on CIFAR-10 "cat": 2.3%
+on 43 validation images, 20.4% on the test split, 19.2% on the class's 1,000 training images). An approximate version that misses
 ``max_forget_accuracy``, ``max_retain_drop`` or ``max_class_retain_drop`` is never made current: the request is queued again with the next step of
 its method's escalation plan, then an exact retrain, or (``escalate: false``, or nothing left)
 fails with the figures. Every attempt, with its figures and time, is kept in the request's
@@ -33,7 +36,7 @@ from app.db.models import (
     as_utc,
 )
 from app.db.session import session_scope
-from app.repositories.samples import active_validation_ids
+from app.repositories.samples import active_validation_ids, class_train_ids
 from app.settings import get_settings
 from worker.constituents import load_constituents, purge_version
 from worker.flows.common import device, log, now, store
@@ -72,6 +75,7 @@ class Verdict:
     version_number: int
     exact: bool
     forget_accuracy: float | None
+    """On the validation split."""
     retain_before: float | None
     retain_after: float | None
     n_forget: int
@@ -80,6 +84,9 @@ class Verdict:
     max_retain_drop: float
     retained_classes: tuple[ClassFigures, ...] = ()
     max_class_retain_drop: float = 100.0
+    forget_train_accuracy: float | None = None
+    """On the forgotten classes' own training images (None: none left to check)."""
+    n_forget_train: int = 0
 
     @property
     def checked_classes(self) -> list[ClassFigures]:
@@ -98,6 +105,10 @@ class Verdict:
             return frozenset()
         missed = set()
         if self.forget_accuracy is None or self.forget_accuracy > self.max_forget_accuracy:
+            missed.add(Miss.FORGET)
+        if self.forget_train_accuracy is not None and (
+            self.forget_train_accuracy > self.max_forget_accuracy
+        ):
             missed.add(Miss.FORGET)
         drop = self.retain_drop
         if drop is None or drop > self.max_retain_drop or not self.classes_met:
@@ -125,6 +136,8 @@ class Verdict:
         return {
             "split": "validation",
             "forget_accuracy": self.forget_accuracy,
+            "forget_train_accuracy": self.forget_train_accuracy,
+            "n_forget_train": self.n_forget_train,
             "retain_accuracy_before": self.retain_before,
             "retain_accuracy_after": self.retain_after,
             "retain_drop_points": self.retain_drop,
@@ -151,13 +164,15 @@ class Verdict:
 
     def describe(self) -> str:
         def pct(x: float | None) -> str:
-            return "n/a (no validation image)" if x is None else f"{100 * x:.1f}%"
+            return "n/a (no image)" if x is None else f"{100 * x:.1f}%"
 
         drop = self.retain_drop
         return (
             f"version {self.version_number} on the validation split: forgotten classes' "
             f"accuracy {pct(self.forget_accuracy)} (target <= "
-            f"{100 * self.max_forget_accuracy:g}%, {self.n_forget} images), retained classes' "
+            f"{100 * self.max_forget_accuracy:g}%, {self.n_forget} images; on their "
+            f"{self.n_forget_train} training images {pct(self.forget_train_accuracy)}), "
+            f"retained classes' "
             f"accuracy {pct(self.retain_before)} -> {pct(self.retain_after)}, a drop of "
             f"{'n/a' if drop is None else f'{drop:.1f}'} points (target <= "
             f"{self.max_retain_drop:g}, {self.n_retain} images){self._describe_worst()}"
@@ -223,6 +238,14 @@ def measure(
     is_forgotten = torch.isin(labels, torch.tensor(sorted(forgotten), dtype=labels.dtype))
     before = _predictions(session, model, parent, images)
     after = _predictions(session, model, version, images)
+    train_rows = sample_rows(session, class_train_ids(session, model.dataset_id, sorted(forgotten)))
+    forget_train_accuracy = None
+    if train_rows:
+        train_images, train_labels = load_tensors(
+            get_settings(), model.dataset, train_rows, model.recipe.image_size
+        )
+        train_after = _predictions(session, model, version, train_images)
+        forget_train_accuracy = float((train_after == train_labels).float().mean())
     options = [parse_options(r.options) for r in requests]
     return Verdict(
         version_number=version.number,
@@ -236,6 +259,8 @@ def measure(
         max_retain_drop=min(o.retain_drop_for("classes") for o in options),
         retained_classes=_per_class(classes, forgotten, labels, before, after),
         max_class_retain_drop=min(o.max_class_retain_drop for o in options),
+        forget_train_accuracy=forget_train_accuracy,
+        n_forget_train=len(train_rows),
     )
 
 
