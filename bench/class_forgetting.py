@@ -39,6 +39,7 @@ from bench.harness import (
     Service,
     contention,
     in_process_service,
+    split_files,
     subset,
     wait_quiet,
     write_result,
@@ -192,11 +193,7 @@ def train_accuracy(weights: Path, data: Path, classes: list[str], scenario: Scen
     from worker.training.data import load_images, to_model_input
 
     channels = 1 if scenario.dataset == "animal-mnist" else 3
-    paths, labels = [], []
-    for index, name in enumerate(classes):
-        files = sorted((data / "train" / name).iterdir())
-        paths += files
-        labels += [index] * len(files)
+    paths, labels = split_files(data, classes, "train")
     images = load_images(paths, image_size=scenario.image_size, channels=channels)
     net = build_model(
         "small_cnn",

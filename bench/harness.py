@@ -263,3 +263,15 @@ def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> float:
         if share is None or share < threshold:
             break
     return round(time.perf_counter() - began, 1)
+
+
+def split_files(data: Path, classes: Sequence[str], part: str) -> tuple[list[Path], list[int]]:
+    """A subset copy's files of one split (``train``/``test``) and their class indices, class
+    by class in ``classes`` order, each class's files sorted."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(classes):
+        files = sorted((data / part / name).iterdir())
+        paths += files
+        labels += [index] * len(files)
+    return paths, labels

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import class_forgetting as cf
 from bench import unsir_robustness as ur
-from bench.harness import PROJECT_ROOT, write_result
+from bench.harness import PROJECT_ROOT, split_files, write_result
 
 # (label, overrides on top of today's defaults)
 VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -54,11 +54,7 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 def _split(data: Path, classes: list[str], part: str) -> tuple[list[Path], Any]:
     import torch
 
-    paths, labels = [], []
-    for index, name in enumerate(classes):
-        for f in sorted((data / part / name).iterdir()):
-            paths.append(f)
-            labels.append(index)
+    paths, labels = split_files(data, classes, part)
     return paths, torch.tensor(labels)
 
 

@@ -47,6 +47,23 @@ def _final_key(model_id: int, number: int) -> str:
         return checkpoint.key
 
 
+def _wreck_elephant(service, tiny_dataset: Path, **extra) -> tuple[dict, dict, dict]:
+    """A monolithic model on the tiny dataset, and a class request whose fine-tuning
+    (``WRECKING``) misses the targets; returns (dataset, model, finished request)."""
+    dataset = service.register_dataset(tiny_dataset)
+    model = service.train_model(dataset["id"], name="mono", **MONOLITHIC)
+    request = service.forget(
+        {
+            "model": model["id"],
+            "class_name": "elephant",
+            "method": "finetune",
+            "method_config": WRECKING,
+            **extra,
+        }
+    )
+    return dataset, model, request
+
+
 def test_validation_split_is_held_out_of_the_test_split(
     postgres_service, tiny_dataset: Path
 ) -> None:
@@ -62,17 +79,7 @@ def test_a_missed_target_escalates_to_retrain_and_completes(
     postgres_service, tiny_dataset: Path
 ) -> None:
     service = postgres_service
-    dataset = service.register_dataset(tiny_dataset)
-    model = service.train_model(dataset["id"], name="mono", **MONOLITHIC)
-
-    request = service.forget(
-        {
-            "model": model["id"],
-            "class_name": "elephant",
-            "method": "finetune",
-            "method_config": WRECKING,
-        }
-    )
+    dataset, model, request = _wreck_elephant(service, tiny_dataset)
 
     assert request["status"] == "completed", request
     assert request["method"] == "retrain" and request["result_version"] == 3
@@ -115,18 +122,7 @@ def test_escalate_false_fails_with_the_figures_and_keeps_the_parent(
     postgres_service, tiny_dataset: Path
 ) -> None:
     service = postgres_service
-    dataset = service.register_dataset(tiny_dataset)
-    model = service.train_model(dataset["id"], name="mono", **MONOLITHIC)
-
-    request = service.forget(
-        {
-            "model": model["id"],
-            "class_name": "elephant",
-            "method": "finetune",
-            "method_config": WRECKING,
-            "options": {"escalate": False},
-        }
-    )
+    dataset, model, request = _wreck_elephant(service, tiny_dataset, options={"escalate": False})
 
     assert request["status"] == "failed", request
     reason = request["status_reason"]
@@ -145,23 +141,8 @@ def test_one_retained_class_beyond_its_own_target_escalates(
 ) -> None:
     """The overall targets are waived here; only the per-class one can miss. Two validation
     images resolve a 50-point per-class target."""
-    service = postgres_service
-    dataset = service.register_dataset(tiny_dataset)
-    model = service.train_model(dataset["id"], name="mono", **MONOLITHIC)
-
-    request = service.forget(
-        {
-            "model": model["id"],
-            "class_name": "elephant",
-            "method": "finetune",
-            "method_config": WRECKING,
-            "options": {
-                "max_forget_accuracy": 1.0,
-                "max_retain_drop": 100,
-                "max_class_retain_drop": 50,
-            },
-        }
-    )
+    options = {"max_forget_accuracy": 1.0, "max_retain_drop": 100, "max_class_retain_drop": 50}
+    _, _, request = _wreck_elephant(postgres_service, tiny_dataset, options=options)
 
     assert request["status"] == "completed", request
     first, second = request["plan"]["attempts"]
