@@ -391,7 +391,8 @@ def test_untouchable_sentinel_catches_uses():
     assert len(log) >= 3
 
 
-def test_unsir_forgets_the_class_and_keeps_the_others():
+@pytest.mark.parametrize("repair_distill", [0.0, 1.0], ids=["labels", "distilled"])
+def test_unsir_forgets_the_class_and_keeps_the_others(repair_distill: float):
     torch.set_num_threads(2)
     k, forget = 4, 2
     x, y = make_toy(300, k, seed=0)
@@ -410,6 +411,7 @@ def test_unsir_forgets_the_class_and_keeps_the_others():
             "batch_size": 32,
             "impair_lr": 0.02,
             "repair_lr": 0.01,
+            "repair_distill": repair_distill,
         },
     )
     empty = torch.empty(0, 3, 8, 8, dtype=torch.uint8)

@@ -224,6 +224,78 @@ def train_supervised(
     return {"steps": steps, "final_loss": finite_or_none(last_loss)}
 
 
+def distill_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """SCRUB's official DistillKL: KL(teacher_T || student_T) * T^2, summed and divided by the
+    batch. A teacher logit of ``-inf`` is a class the student must give no probability."""
+    log_p_s = nn.functional.log_softmax(student / temperature, dim=1)
+    p_t = nn.functional.softmax(teacher / temperature, dim=1)
+    kl = nn.functional.kl_div(log_p_s, p_t, reduction="sum")
+    return kl * temperature**2 / student.shape[0]
+
+
+@torch.no_grad()
+def logits_without(
+    model: nn.Module,
+    images: Tensor,
+    removed: Sequence[int],
+    device: torch.device,
+    batch_size: int = 256,
+) -> Tensor:
+    """The model's logits (eval mode, on ``device``) with the ``removed`` classes at ``-inf``:
+    what it predicts once those classes no longer exist, the next class taking their share."""
+    with eval_mode(model):
+        out = torch.cat(
+            [
+                model(to_input(images[i : i + batch_size].to(device)))
+                for i in range(0, images.shape[0], batch_size)
+            ]
+        )
+    out[:, list(removed)] = float("-inf")
+    return out
+
+
+def train_distilled(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor,
+    *,
+    weight: float,
+    temperature: float,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    generator: torch.Generator,
+    progress: Progress,
+    phase: str,
+) -> dict[str, float | int | None]:
+    """``(1 - weight) * CE(labels) + weight * distill_kl(teacher_logits)`` (train mode);
+    ``teacher_logits[i]`` belongs to ``images[i]``. Same batches and return as
+    :func:`train_supervised`."""
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    steps = 0
+    last_loss = float("nan")
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in batch_indices(images.shape[0], batch_size, generator):
+            x, y = load_batch(images, labels, idx, device)
+            out = model(x)
+            loss = weight * distill_kl(out, teacher_logits[idx.to(device)], temperature)
+            if weight < 1:
+                loss = loss + (1 - weight) * criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+            count += idx.numel()
+            steps += 1
+            progress.advance(phase)
+        last_loss = total / max(1, count)
+    return {"steps": steps, "final_loss": finite_or_none(last_loss)}
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     if n <= 0:
         return 0

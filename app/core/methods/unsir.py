@@ -73,6 +73,18 @@ class UnsirConfig(MethodConfig):
         "batch statistics, running statistics updated) or 'frozen' (the parent's running "
         "statistics normalise the noise and are not updated)",
     )
+    repair_distill: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="weight of the repair's distillation from the parent (KL to the parent's "
+        "predictions on the retain subset with the forgotten classes removed, so each image "
+        "the parent gave to a forgotten class goes to its next class, as after a retrain); "
+        "the rest of the repair loss is the cross-entropy on labels (0: the paper's repair)",
+    )
+    distill_temperature: float = Field(
+        1.0, gt=0, le=100, description="softmax temperature of the repair's distillation"
+    )
     recalibrate_bn: bool = Field(
         True,
         description="recompute BatchNorm running statistics from the retain subset after the "
@@ -86,7 +98,7 @@ SPEC = register(
         summary=(
             "UNSIR (zero-glance): learn an error-maximising noise batch per forgotten class, "
             "impair (one epoch at a high learning rate on the noise, labelled with its class, "
-            "plus a small retain subset), then repair (one epoch on the retain subset). Never "
+            "plus a small retain subset), then repair (two epochs on the retain subset). Never "
             "reads the forget images. Not exact."
         ),
         paper="Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023",

@@ -17,16 +17,6 @@ if TYPE_CHECKING:
     from worker.unlearning.base import UnlearningInputs
 
 
-def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The official DistillKL: KL(teacher_T || student_T) * T^2, summed and divided by batch."""
-    import torch.nn.functional as F
-
-    log_p_s = F.log_softmax(student / temperature, dim=1)
-    p_t = F.softmax(teacher / temperature, dim=1)
-    kl = F.kl_div(log_p_s, p_t, reduction="sum")
-    return kl * temperature**2 / student.shape[0]
-
-
 def run(inputs: UnlearningInputs, config: ScrubConfig) -> MethodResult:
     import torch
     import torch.nn.functional as F
@@ -70,14 +60,14 @@ def run(inputs: UnlearningInputs, config: ScrubConfig) -> MethodResult:
                     x, _ = _ops.load_batch(inputs.forget_images, inputs.forget_labels, idx, device)
                     with torch.no_grad():
                         target = teacher(x)
-                    last_max = step(-distill_kl(student(x), target, t), "scrub max")
+                    last_max = step(-_ops.distill_kl(student(x), target, t), "scrub max")
             for idx in _ops.batch_indices(nr, config.batch_size, gen):
                 x, y = _ops.load_batch(inputs.retain_images, inputs.retain_labels, idx, device)
                 with torch.no_grad():
                     target = teacher(x)
                 out = student(x)
                 loss = config.gamma * F.cross_entropy(out, y)
-                loss = loss + config.alpha * distill_kl(out, target, t)
+                loss = loss + config.alpha * _ops.distill_kl(out, target, t)
                 last_min = step(loss, "scrub min")
     progress.finish()
     return MethodResult(

@@ -8,7 +8,8 @@ Zero-glance class forgetting, following the paper's code:
 2. **Impair**: train (one epoch, high learning rate) on the noise, labelled ``c`` and repeated
    ``noise_repeats`` times, mixed with a small retain subset (``retain_per_class`` samples of
    every retained class).
-3. **Repair**: train (lower learning rate) on the retain subset alone.
+3. **Repair**: train (lower learning rate) on the retain subset alone; optionally
+   (``repair_distill``) towards the parent's predictions with the forgotten classes removed.
 BatchNorm stays at the parent's statistics during the impair epoch (``impair_batchnorm``) and
 is recalibrated from the retain subset after the repair (``recalibrate_bn``); see the spec.
 
@@ -205,27 +206,48 @@ def _impair(
 def _repair(
     model: nn.Module,
     impair_set: _ImpairSet,
+    teacher_logits: torch.Tensor | None,
     config: UnsirConfig,
     device: torch.device,
     gen: torch.Generator,
     progress: _ops.Progress,
 ) -> float | int | None:
-    """Lower learning rate on the retain subset alone; returns the last epoch's mean loss."""
+    """Lower learning rate on the retain subset alone (labels, and the parent's predictions
+    without the forgotten classes when ``teacher_logits`` is given); returns the last epoch's
+    mean loss."""
     from worker.unlearning import _ops
 
-    stats = _ops.train_supervised(
-        model,
-        impair_set.sub_images,
-        impair_set.sub_labels,
-        epochs=config.repair_epochs,
-        batch_size=config.batch_size,
-        optimizer=_optimizer(model, config, config.repair_lr),
-        scheduler=None,
-        device=device,
-        generator=gen,
-        progress=progress,
-        phase="repair",
-    )
+    optimizer = _optimizer(model, config, config.repair_lr)
+    if teacher_logits is None:
+        stats = _ops.train_supervised(
+            model,
+            impair_set.sub_images,
+            impair_set.sub_labels,
+            epochs=config.repair_epochs,
+            batch_size=config.batch_size,
+            optimizer=optimizer,
+            scheduler=None,
+            device=device,
+            generator=gen,
+            progress=progress,
+            phase="repair",
+        )
+    else:
+        stats = _ops.train_distilled(
+            model,
+            impair_set.sub_images,
+            impair_set.sub_labels,
+            teacher_logits,
+            weight=config.repair_distill,
+            temperature=config.distill_temperature,
+            epochs=config.repair_epochs,
+            batch_size=config.batch_size,
+            optimizer=optimizer,
+            device=device,
+            generator=gen,
+            progress=progress,
+            phase="repair",
+        )
     return stats["final_loss"]
 
 
@@ -273,8 +295,16 @@ def run(inputs: UnlearningInputs, config: UnsirConfig) -> MethodResult:
             sub_images=inputs.retain_images[subset],
             sub_labels=inputs.retain_labels[subset].long(),
         )
+        # the parent's view of the retain subset, read before the impair changes it
+        teacher_logits = (
+            _ops.logits_without(model, impair_set.sub_images, forget_classes, device)
+            if config.repair_distill > 0
+            else None
+        )
         details["impair_loss"] = _impair(model, impair_set, config, device, gen, progress)
-        details["repair_loss"] = _repair(model, impair_set, config, device, gen, progress)
+        details["repair_loss"] = _repair(
+            model, impair_set, teacher_logits, config, device, gen, progress
+        )
         if config.recalibrate_bn:
             details["batchnorm_layers_recalibrated"] = _ops.recalibrate_batchnorm(
                 model, impair_set.sub_images, device, config.batch_size
