@@ -11,8 +11,8 @@ import torch
 
 from tests.unit.test_unlearning_methods import CPU, NUM_CLASSES, make_toy, pretrain, tiny_cnn
 from worker.unlearning import Target, UnlearningInputs, _masks, _ops, get_method
-from worker.unlearning.methods.dummy_labels import best_wrong_labels
 from worker.unlearning._ops import distill_kl
+from worker.unlearning.methods.dummy_labels import best_wrong_labels
 from worker.unlearning.registry import validate_config
 
 

@@ -29,7 +29,13 @@ from worker.unlearning import (
     get_method,
     register_runner,
 )
-from worker.unlearning.filtering import FilterSet, apply_filters, per_sample_filters, train_filters
+from worker.unlearning.filtering import (
+    FilterSet,
+    _keep_targets,
+    apply_filters,
+    per_sample_filters,
+    train_filters,
+)
 from worker.unlearning.metrics import layer_distances, prediction_distribution, relearn_epochs
 from worker.unlearning.registry import validate_config
 
@@ -462,17 +468,22 @@ def test_kodge_forgets_the_class_and_keeps_the_others():
     assert result.details["retain_samples"] == 900
 
 
+def _each_row_forgets_its_class_alone(model: nn.Module, filters: FilterSet) -> None:
+    x, y = make_toy(40, NUM_CLASSES, seed=11)
+    for c in range(NUM_CLASSES):
+        filtered = copy.deepcopy(model)
+        apply_filters(filtered, filters, [c])
+        acc = per_class_accuracy(filtered, x, y)
+        assert acc[c] <= 0.1, (c, acc)
+        assert all(a >= 0.9 for k, a in enumerate(acc) if k != c), (c, acc)
+
+
 def test_weight_filters_forget_each_class_alone_and_compose(toy, toy_filters):
     """Each class's row forgets that class and keeps the others, on held-out images; two rows
     multiplied forget both; the rows left after one is used still forget theirs."""
     model, *_ = toy
     x, y = make_toy(40, NUM_CLASSES, seed=11)
-    for c in range(NUM_CLASSES):
-        filtered = copy.deepcopy(model)
-        apply_filters(filtered, toy_filters, [c])
-        acc = per_class_accuracy(filtered, x, y)
-        assert acc[c] <= 0.1, (c, acc)
-        assert all(a >= 0.9 for k, a in enumerate(acc) if k != c), (c, acc)
+    _each_row_forgets_its_class_alone(model, toy_filters)
     first = copy.deepcopy(model)
     apply_filters(first, toy_filters, [0])
     left = toy_filters.without([0])
@@ -486,6 +497,25 @@ def test_weight_filters_forget_each_class_alone_and_compose(toy, toy_filters):
     again = FilterSet.from_bytes(left.to_bytes())
     assert again.classes == left.classes
     assert all(torch.equal(again.rows[k], left.rows[k]) for k in left.rows)
+
+
+def test_filters_trained_towards_the_parent_without_the_class_forget_it_too(toy):
+    """``keep_target: parent``: the kept classes' images are distilled from the frozen model
+    with the filtered classes removed, rather than fitted to their labels."""
+    model, fx, fy, rx, ry = toy
+    config = TOY_FILTERS.model_copy(update={"keep_target": "parent"})
+    filters = train_filters(
+        copy.deepcopy(model), torch.cat([fx, rx]), torch.cat([fy, ry]), NUM_CLASSES, config, CPU, 0
+    )
+    _each_row_forgets_its_class_alone(model, filters)
+
+
+def test_keep_targets_remove_each_images_filtered_classes():
+    parent = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    target = _keep_targets(parent, torch.tensor([2, 0]), torch.tensor([-1, 1]))
+    assert target[0].tolist() == [1.0, 2.0, float("-inf")]
+    assert target[1].tolist() == [float("-inf"), float("-inf"), 1.0]
+    assert parent[0, 2] == 3.0  # the frozen model's logits are left as they were
 
 
 def test_applied_filters_equal_the_per_image_filters_they_were_trained_with(toy, toy_filters):

@@ -137,11 +137,31 @@ def _rows(alpha: Tensor, first: Tensor, second: Tensor) -> Tensor:
     return rows
 
 
+def _keep_targets(parent_logits: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """The frozen model's logits with each image's filtered class(es) at ``-inf``."""
+    target = parent_logits.clone()
+    rows = torch.arange(target.shape[0], device=target.device)
+    target[rows, first] = float("-inf")
+    has_second = second >= 0
+    target[rows[has_second], second[has_second]] = float("-inf")
+    return target
+
+
 def _loss(
-    logits: Tensor, y: Tensor, own: Tensor, used: list[Tensor], config: FilterTrainingConfig
+    logits: Tensor,
+    y: Tensor,
+    own: Tensor,
+    used: list[Tensor],
+    config: FilterTrainingConfig,
+    keep_targets: Tensor | None = None,
 ) -> Tensor:
     ce = F.cross_entropy(logits, y, reduction="none")
-    keep = ce[~own].mean() if bool((~own).any()) else ce.sum() * 0
+    if not bool((~own).any()):
+        keep = ce.sum() * 0
+    elif keep_targets is None:
+        keep = ce[~own].mean()
+    else:
+        keep = _ops.distill_kl(logits[~own], keep_targets[~own], config.distill_temperature)
     unlearn = (1.0 / (ce[own] + _INVERSE_CE_EPS)).mean() if bool(own.any()) else ce.sum() * 0
     # The rows this batch used, pulled towards 1 (l1: most entries stay exactly there).
     reg = torch.stack([(1.0 - a).abs().mean() for a in used]).mean()
@@ -166,6 +186,10 @@ def train_filters(
     if images.shape[0] > config.max_samples:
         pick = torch.randperm(images.shape[0], generator=gen)[: config.max_samples]
         images, labels = images[pick], labels[pick]
+    # the unfiltered model's view of every image, once (the model is frozen)
+    parent_logits = (
+        _ops.logits_without(model, images, [], device) if config.keep_target == "parent" else None
+    )
     layers = filtered_layers(model)
     alpha = {
         name: torch.ones(
@@ -192,9 +216,14 @@ def train_filters(
                     x, y = _ops.load_batch(images, labels, idx, device)
                     first, second, own = _pair_classes(y, num_classes, config, gen)
                     first, second, own = first.to(device), second.to(device), own.to(device)
+                    keep_targets = (
+                        None
+                        if parent_logits is None
+                        else _keep_targets(parent_logits[idx.to(device)], first, second)
+                    )
                     for name, a in alpha.items():
                         current[name] = _rows(a, first, second)
-                    loss = _loss(model(x), y, own, list(current.values()), config)
+                    loss = _loss(model(x), y, own, list(current.values()), config, keep_targets)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

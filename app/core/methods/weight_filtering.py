@@ -30,6 +30,8 @@ class cost clearly more. README, class forgetting, has the benchmark.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from app.core.methods.base import MethodConfig, MethodSpec, Runner, Target
@@ -62,6 +64,16 @@ class FilterTrainingConfig(MethodConfig):
     )
     lambda_reg: float = Field(
         10.0, ge=0, le=1e4, description="weight of mean |1 - alpha| (keeps most entries at 1)"
+    )
+    keep_target: Literal["labels", "parent"] = Field(
+        "labels",
+        description="what images of the classes kept are trained towards: their labels (the "
+        "paper's cross-entropy) or the frozen model's own predictions with the filtered "
+        "classes removed (a distillation: the next class takes their share, as after a "
+        "retrain, and the model's errors are not the filters' to fix)",
+    )
+    distill_temperature: float = Field(
+        2.0, gt=0, le=100, description="softmax temperature when keep_target is 'parent'"
     )
     max_samples: int = Field(
         20000,

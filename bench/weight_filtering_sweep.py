@@ -1,0 +1,153 @@
+"""Weight-filter training settings compared directly (no service) on bench.class_forgetting's
+full-size base models: how much of the class each setting's filters leave, and what they cost
+the other classes.
+
+    OMP_NUM_THREADS=1 python -m bench.weight_filtering_sweep --dataset cifar10 [--set second]
+
+For every setting: train the filters on the base model's training images (as the service's
+filter job does on a one-shard model), apply the forgotten class's row, and read the class's
+accuracy and the retained accuracy (the other classes' test images, less the validation
+split) next to the base model's. Results: bench/results/weight_filtering_sweep_<dataset>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import time
+from typing import Any
+
+from bench import class_forgetting as cf
+from bench.harness import split_files, write_result
+
+Settings = tuple[tuple[str, dict[str, Any]], ...]
+# (label, overrides on top of the filter defaults), in named sets run one after another
+SETS: dict[str, Settings] = {
+    "first": (
+        ("defaults", {}),
+        ("lambda_unlearn 1", {"lambda_unlearn": 1.0}),
+        ("lambda_unlearn 1, lambda_reg 5", {"lambda_unlearn": 1.0, "lambda_reg": 5.0}),
+        ("10 epochs", {"epochs": 10}),
+        ("lambda_unlearn 1, 10 epochs", {"lambda_unlearn": 1.0, "epochs": 10}),
+    ),
+    "second": (
+        ("lambda_unlearn 1, 15 epochs", {"lambda_unlearn": 1.0, "epochs": 15}),
+        ("lambda_unlearn 2, 10 epochs", {"lambda_unlearn": 2.0, "epochs": 10}),
+        (
+            "lambda_unlearn 1, 10 epochs, lambda_reg 20",
+            {"lambda_unlearn": 1.0, "epochs": 10, "lambda_reg": 20.0},
+        ),
+        (
+            "lambda_unlearn 1, 10 epochs, no pairs",
+            {"lambda_unlearn": 1.0, "epochs": 10, "pair_fraction": 0.0},
+        ),
+    ),
+    "keep": (
+        ("kept classes distilled (T 2)", {"keep_target": "parent"}),
+        (
+            "kept classes distilled (T 2), lambda_unlearn 1",
+            {"keep_target": "parent", "lambda_unlearn": 1.0},
+        ),
+        (
+            "kept classes distilled (T 2), lambda_unlearn 1, 10 epochs",
+            {"keep_target": "parent", "lambda_unlearn": 1.0, "epochs": 10},
+        ),
+        (
+            "kept classes distilled (T 1), lambda_unlearn 1",
+            {"keep_target": "parent", "lambda_unlearn": 1.0, "distill_temperature": 1.0},
+        ),
+    ),
+}
+
+
+def _figures(net: Any, images: Any, labels: Any, forget: int) -> dict[str, float]:
+    from worker.unlearning import _ops
+
+    pred = _ops.predict(net, images, net_device(net))
+    is_forget = labels == forget
+    return {
+        "forget_accuracy": round(float((pred[is_forget] == forget).float().mean()), 4),
+        "retained_accuracy": round(
+            float((pred[~is_forget] == labels[~is_forget]).float().mean()), 4
+        ),
+    }
+
+
+def net_device(net: Any) -> Any:
+    return next(net.parameters()).device
+
+
+def run(dataset: str, settings: Settings) -> list[dict[str, Any]]:
+    import torch
+
+    from app.core.methods.weight_filtering import FilterTrainingConfig
+    from app.repositories.samples import is_validation
+    from worker.training.architectures import build_model
+    from worker.training.data import load_images
+    from worker.unlearning.filtering import apply_filters, train_filters
+
+    (s,) = [s for s in cf.FULL if s.dataset == dataset]
+    data = cf.subset_copy(s)
+    base = cf.train_base(s, data, cf.WORK / "homes" / f"{dataset}-base", 0.0)
+    classes = base["classes"]
+    n, forget = len(classes), classes.index(s.forget)
+    channels = 1 if dataset == "animal-mnist" else 3
+    train_paths, train_labels = split_files(data, classes, "train")
+    test_paths, test_labels = split_files(data, classes, "test")
+    held_out = torch.tensor(
+        [not is_validation(hashlib.sha256(p.read_bytes()).hexdigest()) for p in test_paths]
+    )
+    train = load_images(train_paths, image_size=s.image_size, channels=channels)
+    test = load_images(test_paths, image_size=s.image_size, channels=channels)[held_out]
+    test_y = torch.tensor(test_labels)[held_out]
+    parent = build_model(
+        "small_cnn", num_classes=n, in_channels=channels, image_size=s.image_size, norm="batch"
+    )
+    parent.load_state_dict(torch.load(base["state_dict"], weights_only=True))
+    before = _figures(parent, test, test_y, forget)
+    rows = []
+    for label, overrides in settings:
+        net = copy.deepcopy(parent)
+        cpu = time.process_time()
+        filters = train_filters(
+            net,
+            train,
+            torch.tensor(train_labels),
+            n,
+            FilterTrainingConfig(**overrides),
+            torch.device("cpu"),
+            seed=0,
+        )
+        seconds = time.process_time() - cpu
+        apply_filters(net, filters, [forget])
+        rows.append(
+            {
+                "setting": label,
+                "config": overrides,
+                "before": before,
+                "after": _figures(net, test, test_y, forget),
+                "filter_training_cpu_seconds": round(seconds, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=["animal-mnist", "cifar10"], required=True)
+    parser.add_argument("--set", choices=sorted(SETS), default="first")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    rows = run(args.dataset, SETS[args.set])
+    name = f"weight_filtering_sweep_{args.dataset}"
+    path = write_result(name if args.set == "first" else f"{name}_{args.set}", {"rows": rows})
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
