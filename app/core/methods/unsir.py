@@ -10,6 +10,16 @@ Zero-glance class forgetting, following the paper's code:
    every retained class).
 3. **Repair**: train (lower learning rate) on the retain subset alone.
 
+The repair (ours; ``repair_distill``). The paper's repair fits the retain subset's labels.
+Here it is distilled from the parent instead, with the forgotten classes removed from the
+parent's predictions: the repaired model keeps what the parent knew of the other classes
+(from 200 images per class, labels teach less than the parent's full predictions), and an
+image the parent gave to a forgotten class goes to its next class, as after a retrain.
+``python -m bench.unsir_variants --set distilled`` (robustness subset, 8 runs) and ``--set
+repair --scenario animal-mnist|cifar10`` (full size): retained accuracy +0.1, +0.2 and +1.7
+points over the label repair, the worst retained class -2.5 rather than -3.7 points on the
+robustness subset, and 0% of the class left in every run.
+
 BatchNorm (ours; ``impair_batchnorm``, ``recalibrate_bn``). In the paper's code the impair
 epoch runs every layer in train mode on batches that mix noise with real images: the batch
 statistics that normalise the real images are partly the noise's, and the running statistics
@@ -74,7 +84,7 @@ class UnsirConfig(MethodConfig):
         "statistics normalise the noise and are not updated)",
     )
     repair_distill: float = Field(
-        0.0,
+        1.0,
         ge=0,
         le=1,
         description="weight of the repair's distillation from the parent (KL to the parent's "
@@ -83,7 +93,7 @@ class UnsirConfig(MethodConfig):
         "the rest of the repair loss is the cross-entropy on labels (0: the paper's repair)",
     )
     distill_temperature: float = Field(
-        1.0, gt=0, le=100, description="softmax temperature of the repair's distillation"
+        4.0, gt=0, le=100, description="softmax temperature of the repair's distillation"
     )
     recalibrate_bn: bool = Field(
         True,
@@ -98,8 +108,9 @@ SPEC = register(
         summary=(
             "UNSIR (zero-glance): learn an error-maximising noise batch per forgotten class, "
             "impair (one epoch at a high learning rate on the noise, labelled with its class, "
-            "plus a small retain subset), then repair (two epochs on the retain subset). Never "
-            "reads the forget images. Not exact."
+            "plus a small retain subset), then repair (two epochs on the retain subset, "
+            "distilled from the parent without the class). Never reads the forget images. Not "
+            "exact."
         ),
         paper="Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023",
         targets=frozenset({Target.CLASSES}),
