@@ -10,15 +10,16 @@ Zero-glance class forgetting, following the paper's code:
    every retained class).
 3. **Repair**: train (lower learning rate) on the retain subset alone.
 
-The repair (ours; ``repair_distill``). The paper's repair fits the retain subset's labels.
-Here it is distilled from the parent instead, with the forgotten classes removed from the
-parent's predictions: the repaired model keeps what the parent knew of the other classes
-(from 200 images per class, labels teach less than the parent's full predictions), and an
-image the parent gave to a forgotten class goes to its next class, as after a retrain.
-``python -m bench.unsir_variants --set distilled`` (robustness subset, 8 runs) and ``--set
-repair --scenario animal-mnist|cifar10`` (full size): retained accuracy +0.1, +0.2 and +1.7
-points over the label repair, the worst retained class -2.5 rather than -3.7 points on the
-robustness subset, and 0% of the class left in every run.
+The repair, optionally distilled (ours; ``repair_distill``, off by default). The paper's
+repair fits the retain subset's labels. With ``repair_distill: 1`` it is distilled from the
+parent instead, with the forgotten classes removed from the parent's predictions: the
+repaired model keeps more of what the parent knew of the other classes, and an image the
+parent gave to a forgotten class goes to its next class, as after a retrain. Called directly
+(``python -m bench.unsir_variants --set distilled``; ``--set repair --scenario
+animal-mnist|cifar10``) it kept +0.1, +0.2 and +1.7 points more of the retained classes and
+left 0% of the class in every run; but in the service (``bench.unsir_robustness``) its
+versions missed the per-class target on the small validation split more often (4 escalations
+of 8 and one retrain, against 2 and none), so the label repair stays the default.
 
 BatchNorm (ours; ``impair_batchnorm``, ``recalibrate_bn``). In the paper's code the impair
 epoch runs every layer in train mode on batches that mix noise with real images: the batch
@@ -84,7 +85,7 @@ class UnsirConfig(MethodConfig):
         "statistics normalise the noise and are not updated)",
     )
     repair_distill: float = Field(
-        1.0,
+        0.0,
         ge=0,
         le=1,
         description="weight of the repair's distillation from the parent (KL to the parent's "
@@ -108,9 +109,8 @@ SPEC = register(
         summary=(
             "UNSIR (zero-glance): learn an error-maximising noise batch per forgotten class, "
             "impair (one epoch at a high learning rate on the noise, labelled with its class, "
-            "plus a small retain subset), then repair (two epochs on the retain subset, "
-            "distilled from the parent without the class). Never reads the forget images. Not "
-            "exact."
+            "plus a small retain subset), then repair (two epochs on the retain subset). Never "
+            "reads the forget images. Not exact."
         ),
         paper="Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023",
         targets=frozenset({Target.CLASSES}),

@@ -75,7 +75,7 @@ class FilterTrainingConfig(MethodConfig):
         "retrain, and the model's errors are not the filters' to fix)",
     )
     distill_temperature: float = Field(
-        1.0, gt=0, le=100, description="softmax temperature when keep_target is 'parent'"
+        2.0, gt=0, le=100, description="softmax temperature when keep_target is 'parent'"
     )
     max_samples: int = Field(
         20000,
