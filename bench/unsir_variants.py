@@ -60,11 +60,17 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 # The repair: labels (the paper's) against distillation from the parent without the class.
 REPAIR_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("defaults", {}),
-    ("distilled repair (T 1)", {"repair_distill": 1.0}),
+    ("distilled repair (T 1)", {"repair_distill": 1.0, "distill_temperature": 1.0}),
     ("distilled repair (T 4)", {"repair_distill": 1.0, "distill_temperature": 4.0}),
-    ("half distilled (T 1)", {"repair_distill": 0.5}),
-    ("distilled repair (T 1), 100 per class", {"repair_distill": 1.0, "retain_per_class": 100}),
-    ("distilled repair (T 1), 1 epoch", {"repair_distill": 1.0, "repair_epochs": 1}),
+    ("half distilled (T 1)", {"repair_distill": 0.5, "distill_temperature": 1.0}),
+    (
+        "distilled repair (T 1), 100 per class",
+        {"repair_distill": 1.0, "distill_temperature": 1.0, "retain_per_class": 100},
+    ),
+    (
+        "distilled repair (T 1), 1 epoch",
+        {"repair_distill": 1.0, "distill_temperature": 1.0, "repair_epochs": 1},
+    ),
 )
 # The distilled repair against the bar on the robustness subset.
 DISTILLED_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
