@@ -76,7 +76,7 @@ SETS: dict[str, Settings] = {
 }
 
 
-def _figures(net: Any, images: Any, labels: Any, forget: int) -> dict[str, float]:
+def _figures(net: Any, images: Any, labels: Any, forget: int) -> dict[str, Any]:
     from worker.unlearning import _ops
 
     pred = _ops.predict(net, images, net_device(net))
@@ -86,7 +86,21 @@ def _figures(net: Any, images: Any, labels: Any, forget: int) -> dict[str, float
         "retained_accuracy": round(
             float((pred[~is_forget] == labels[~is_forget]).float().mean()), 4
         ),
+        "per_class": [
+            round(float((pred[labels == c] == c).float().mean()), 4)
+            for c in range(int(labels.max()) + 1)
+        ],
     }
+
+
+def _worst_retained_change(after: dict[str, Any], before: dict[str, Any], forget: int) -> float:
+    """The largest loss of one retained class against the base model, in points."""
+    changes = [
+        100 * (a - b)
+        for c, (a, b) in enumerate(zip(after["per_class"], before["per_class"], strict=True))
+        if c != forget
+    ]
+    return round(min(changes), 1)
 
 
 def _without_output(net: Any, images: Any, labels: Any, forget: int) -> dict[str, float]:
@@ -157,13 +171,15 @@ def run(dataset: str, settings: Settings, seeds: list[int]) -> list[dict[str, An
         )
         seconds = time.process_time() - cpu
         apply_filters(net, filters, [forget])
+        after = _figures(net, test, test_y, forget)
         rows.append(
             {
                 "setting": label,
                 "config": overrides,
                 "seed": seed,
                 "before": before,
-                "after": _figures(net, test, test_y, forget),
+                "after": after,
+                "worst_retained_class_change_points": _worst_retained_change(after, before, forget),
                 "filter_training_cpu_seconds": round(seconds, 1),
             }
         )
