@@ -43,20 +43,19 @@ def test_distillation_moves_the_removed_class_to_the_next_one() -> None:
     before = _ops.predict(student, images, CPU)
     assert int((before == 2).sum()) > 0  # the parent does give some images to class 2
     labels = target.argmax(1)
-    _ops.train_distilled(
+    _ops.train_supervised(
         student,
         images,
         labels,
-        target,
-        weight=1.0,
-        temperature=1.0,
         epochs=60,
         batch_size=64,
         optimizer=torch.optim.Adam(student.parameters(), lr=0.003),
+        scheduler=None,
         device=CPU,
         generator=torch.Generator().manual_seed(0),
         progress=_ops.Progress(no_progress, 60 * 4),
         phase="repair",
+        loss_fn=_ops.distilled_loss(target, weight=1.0, temperature=1.0),
     )
     after = _ops.predict(student, images, CPU)
     assert int((after == 2).sum()) == 0

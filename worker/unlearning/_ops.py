@@ -14,6 +14,9 @@ from torch import Tensor, nn
 
 from worker.unlearning.base import ProgressFn
 
+# A training loss from (outputs, labels, the batch's indices into the training set).
+BatchLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+
 
 def to_input(x: Tensor) -> Tensor:
     """uint8 images ``[N, C, H, W]`` -> float model input in ``[-1, 1]``."""
@@ -195,9 +198,11 @@ def train_supervised(
     progress: Progress,
     phase: str,
     penalty: Callable[[int], Tensor | None] | None = None,
+    loss_fn: BatchLoss | None = None,
 ) -> dict[str, float | int | None]:
-    """Plain cross-entropy training (train mode). ``penalty(epoch)`` adds a regulariser to every
-    step's loss. Returns the step count and the last epoch's mean loss."""
+    """Cross-entropy training (train mode), or ``loss_fn(outputs, labels, batch_indices)``
+    instead. ``penalty(epoch)`` adds a regulariser to every step's loss. Returns the step count
+    and the last epoch's mean loss."""
     criterion = nn.CrossEntropyLoss()
     model.train()
     steps = 0
@@ -206,7 +211,8 @@ def train_supervised(
         total, count = 0.0, 0
         for idx in batch_indices(images.shape[0], batch_size, generator):
             x, y = load_batch(images, labels, idx, device)
-            loss = criterion(model(x), y)
+            out = model(x)
+            loss = criterion(out, y) if loss_fn is None else loss_fn(out, y, idx)
             if penalty is not None:
                 extra = penalty(epoch)
                 if extra is not None:
@@ -254,46 +260,16 @@ def logits_without(
     return out
 
 
-def train_distilled(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    teacher_logits: Tensor,
-    *,
-    weight: float,
-    temperature: float,
-    epochs: int,
-    batch_size: int,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    generator: torch.Generator,
-    progress: Progress,
-    phase: str,
-) -> dict[str, float | int | None]:
-    """``(1 - weight) * CE(labels) + weight * distill_kl(teacher_logits)`` (train mode);
-    ``teacher_logits[i]`` belongs to ``images[i]``. Same batches and return as
-    :func:`train_supervised`."""
+def distilled_loss(teacher_logits: Tensor, weight: float, temperature: float) -> BatchLoss:
+    """``(1 - weight) * CE(labels) + weight * distill_kl(teacher_logits)``, for
+    :func:`train_supervised`; ``teacher_logits[i]`` belongs to training image ``i``."""
     criterion = nn.CrossEntropyLoss()
-    model.train()
-    steps = 0
-    last_loss = float("nan")
-    for _ in range(epochs):
-        total, count = 0.0, 0
-        for idx in batch_indices(images.shape[0], batch_size, generator):
-            x, y = load_batch(images, labels, idx, device)
-            out = model(x)
-            loss = weight * distill_kl(out, teacher_logits[idx.to(device)], temperature)
-            if weight < 1:
-                loss = loss + (1 - weight) * criterion(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-            count += idx.numel()
-            steps += 1
-            progress.advance(phase)
-        last_loss = total / max(1, count)
-    return {"steps": steps, "final_loss": finite_or_none(last_loss)}
+
+    def loss(out: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        value = weight * distill_kl(out, teacher_logits[idx.to(out.device)], temperature)
+        return value if weight >= 1 else value + (1 - weight) * criterion(out, y)
+
+    return loss
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

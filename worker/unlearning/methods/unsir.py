@@ -217,37 +217,22 @@ def _repair(
     mean loss."""
     from worker.unlearning import _ops
 
-    optimizer = _optimizer(model, config, config.repair_lr)
-    if teacher_logits is None:
-        stats = _ops.train_supervised(
-            model,
-            impair_set.sub_images,
-            impair_set.sub_labels,
-            epochs=config.repair_epochs,
-            batch_size=config.batch_size,
-            optimizer=optimizer,
-            scheduler=None,
-            device=device,
-            generator=gen,
-            progress=progress,
-            phase="repair",
-        )
-    else:
-        stats = _ops.train_distilled(
-            model,
-            impair_set.sub_images,
-            impair_set.sub_labels,
-            teacher_logits,
-            weight=config.repair_distill,
-            temperature=config.distill_temperature,
-            epochs=config.repair_epochs,
-            batch_size=config.batch_size,
-            optimizer=optimizer,
-            device=device,
-            generator=gen,
-            progress=progress,
-            phase="repair",
-        )
+    stats = _ops.train_supervised(
+        model,
+        impair_set.sub_images,
+        impair_set.sub_labels,
+        epochs=config.repair_epochs,
+        batch_size=config.batch_size,
+        optimizer=_optimizer(model, config, config.repair_lr),
+        scheduler=None,
+        device=device,
+        generator=gen,
+        progress=progress,
+        phase="repair",
+        loss_fn=None
+        if teacher_logits is None
+        else _ops.distilled_loss(teacher_logits, config.repair_distill, config.distill_temperature),
+    )
     return stats["final_loss"]
 
 
