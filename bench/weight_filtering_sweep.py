@@ -27,8 +27,15 @@ from bench.harness import split_files, write_result
 Settings = tuple[tuple[str, dict[str, Any]], ...]
 # The filter defaults when the sweep was first run: every setting below is an override on
 # these, so the sets mean the same whatever today's defaults are.
-EARLIER = {"lambda_unlearn": 0.3, "keep_target": "labels", "distill_temperature": 2.0}
-TODAY = {"lambda_unlearn": 1.0, "keep_target": "parent", "distill_temperature": 2.0}
+EARLIER = {
+    "lambda_unlearn": 0.3,
+    "keep_target": "labels",
+    "distill_temperature": 2.0,
+    "epochs": 5,
+    "lr_schedule": "constant",
+}
+# The setting the seeds set picked (the defaults before the step-size sets)
+DISTILLED_T2 = {"lambda_unlearn": 1.0, "keep_target": "parent", "distill_temperature": 2.0}
 # (label, overrides on top of EARLIER), in named sets run one after another
 SETS: dict[str, Settings] = {
     "first": (
@@ -69,9 +76,27 @@ SETS: dict[str, Settings] = {
     "reference": (),
     # the three closest settings over three filter seeds; the last became the defaults
     "seeds": (
-        ("kept classes distilled (T 1), lambda_unlearn 1", {**TODAY, "distill_temperature": 1.0}),
+        (
+            "kept classes distilled (T 1), lambda_unlearn 1",
+            {**DISTILLED_T2, "distill_temperature": 1.0},
+        ),
         ("lambda_unlearn 1, 10 epochs", {"lambda_unlearn": 1.0, "epochs": 10}),
-        ("kept classes distilled (T 2), lambda_unlearn 1", TODAY),
+        ("kept classes distilled (T 2), lambda_unlearn 1", DISTILLED_T2),
+    ),
+    # the setting the seeds set picked, alone (a baseline for sets run on a new base model)
+    "today": (("kept classes distilled (T 2), lambda_unlearn 1", DISTILLED_T2),),
+    # the step size through training, on top of the defaults the seeds set picked
+    "schedule": (
+        ("cosine lr", {**DISTILLED_T2, "lr_schedule": "cosine"}),
+        ("cosine lr, 10 epochs", {**DISTILLED_T2, "lr_schedule": "cosine", "epochs": 10}),
+        ("lr 0.01", {**DISTILLED_T2, "lr": 0.01}),
+    ),
+    "schedule2": (
+        (
+            "cosine lr, 10 epochs, forget_fraction 0.3",
+            {**DISTILLED_T2, "lr_schedule": "cosine", "epochs": 10, "forget_fraction": 0.3},
+        ),
+        ("cosine lr, 20 epochs", {**DISTILLED_T2, "lr_schedule": "cosine", "epochs": 20}),
     ),
 }
 

@@ -202,6 +202,7 @@ def train_filters(
     }
     optimizer = torch.optim.Adam(list(alpha.values()), lr=config.lr)
     steps = config.epochs * _ops.steps_per_epoch(images.shape[0], config.batch_size)
+    schedule = _ops.cosine_schedule(optimizer, steps) if config.lr_schedule == "cosine" else None
     # A report per step: callers throttle, and a long training keeps its heartbeat.
     report = _ops.Progress(progress, steps, reports=steps)
     report.start("filters")
@@ -227,6 +228,8 @@ def train_filters(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if schedule is not None:
+                        schedule.step()
                     with torch.no_grad():
                         for a in alpha.values():
                             a.clamp_(0.0, 1.0)
