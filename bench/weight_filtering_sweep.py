@@ -36,6 +36,8 @@ EARLIER = {
 }
 # The setting the seeds set picked (the defaults before the step-size sets)
 DISTILLED_T2 = {"lambda_unlearn": 1.0, "keep_target": "parent", "distill_temperature": 2.0}
+# Today's filter defaults, as overrides on EARLIER
+DEFAULTS = {**DISTILLED_T2, "lr_schedule": "cosine", "epochs": 10}
 # (label, overrides on top of EARLIER), in named sets run one after another
 SETS: dict[str, Settings] = {
     "first": (
@@ -97,6 +99,13 @@ SETS: dict[str, Settings] = {
             {**DISTILLED_T2, "lr_schedule": "cosine", "epochs": 10, "forget_fraction": 0.3},
         ),
         ("cosine lr, 20 epochs", {**DISTILLED_T2, "lr_schedule": "cosine", "epochs": 20}),
+    ),
+    # around today's defaults (DISTILLED_T2, cosine, 10 epochs)
+    "around": (
+        ("defaults, lambda_reg 20", {**DEFAULTS, "lambda_reg": 20.0}),
+        ("defaults, lambda_reg 5", {**DEFAULTS, "lambda_reg": 5.0}),
+        ("defaults, batch 128", {**DEFAULTS, "batch_size": 128}),
+        ("defaults, T 4", {**DEFAULTS, "distill_temperature": 4.0}),
     ),
 }
 
