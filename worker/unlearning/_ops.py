@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -129,7 +130,7 @@ def keep_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def make_optimizer(
     name: str,
-    params: Iterator[nn.Parameter] | list[nn.Parameter],
+    params: Iterable[nn.Parameter],
     *,
     lr: float,
     momentum: float = 0.9,
@@ -228,6 +229,77 @@ def train_supervised(
             progress.advance(phase)
         last_loss = total / max(1, count)
     return {"steps": steps, "final_loss": finite_or_none(last_loss)}
+
+
+class FineTuneRecipe(Protocol):
+    """The fields every fine-tuning method's configuration has."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def optimizer(self) -> str: ...
+
+
+def fine_tune(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    recipe: FineTuneRecipe,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
+    progress: ProgressFn,
+    phase: str,
+    params: Iterable[nn.Parameter] | None = None,
+    penalty: Callable[[int], Tensor | None] | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> dict[str, float | int | None]:
+    """Supervised training for ``recipe.epochs`` with a cosine schedule, the model's mode
+    restored after, progress reported as ``phase``. ``params``: what the optimizer moves (all
+    parameters by default); ``after_step`` runs after every optimizer step (e.g. to re-apply
+    a mask)."""
+    total = recipe.epochs * steps_per_epoch(images.shape[0], recipe.batch_size)
+    report = Progress(progress, total)
+    report.start(phase)
+    optimizer = make_optimizer(
+        recipe.optimizer,
+        model.parameters() if params is None else params,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )
+    hook = (
+        None if after_step is None else optimizer.register_step_post_hook(lambda *_: after_step())
+    )
+    try:
+        with keep_mode(model):
+            stats = train_supervised(
+                model,
+                images,
+                labels,
+                epochs=recipe.epochs,
+                batch_size=recipe.batch_size,
+                optimizer=optimizer,
+                scheduler=cosine_schedule(optimizer, total),
+                device=device,
+                generator=generator,
+                progress=report,
+                phase=phase,
+                penalty=penalty,
+            )
+    finally:
+        if hook is not None:
+            hook.remove()
+    report.finish()
+    return stats
 
 
 def distill_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

@@ -50,31 +50,16 @@ def run(inputs: UnlearningInputs, config: DummyLabelsConfig) -> MethodResult:
     dummy = best_wrong_labels(model, inputs.forget_images, inputs.forget_labels, inputs.device)
     images = torch.cat([inputs.forget_images, inputs.retain_images])
     labels = torch.cat([dummy, inputs.retain_labels.long()])
-    total = config.epochs * _ops.steps_per_epoch(images.shape[0], config.batch_size)
-    progress = _ops.Progress(inputs.progress, total)
-    progress.start("dummy_labels")
-    opt = _ops.make_optimizer(
-        config.optimizer,
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+    stats = _ops.fine_tune(
+        model,
+        images,
+        labels,
+        config,
+        device=inputs.device,
+        generator=gen,
+        progress=inputs.progress,
+        phase="dummy_labels",
     )
-    with _ops.keep_mode(model):
-        stats = _ops.train_supervised(
-            model,
-            images,
-            labels,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            optimizer=opt,
-            scheduler=_ops.cosine_schedule(opt, total),
-            device=inputs.device,
-            generator=gen,
-            progress=progress,
-            phase="dummy_labels",
-        )
-    progress.finish()
     return MethodResult(
         details={
             **stats,

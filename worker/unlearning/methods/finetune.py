@@ -17,34 +17,17 @@ def run(inputs: UnlearningInputs, config: FinetuneConfig) -> MethodResult:
     from worker.unlearning import _ops
 
     _ops.require(inputs.retain_images, inputs.retain_labels, "retain", "finetune")
-    gen = _ops.seed_all(inputs.seed)
-    model = inputs.model
-    n = inputs.retain_images.shape[0]
-    total = config.epochs * _ops.steps_per_epoch(n, config.batch_size)
-    progress = _ops.Progress(inputs.progress, total)
-    progress.start("finetune")
-    opt = _ops.make_optimizer(
-        config.optimizer,
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+    stats = _ops.fine_tune(
+        inputs.model,
+        inputs.retain_images,
+        inputs.retain_labels,
+        config,
+        device=inputs.device,
+        generator=_ops.seed_all(inputs.seed),
+        progress=inputs.progress,
+        phase="finetune",
     )
-    with _ops.keep_mode(model):
-        stats = _ops.train_supervised(
-            model,
-            inputs.retain_images,
-            inputs.retain_labels,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            optimizer=opt,
-            scheduler=_ops.cosine_schedule(opt, total),
-            device=inputs.device,
-            generator=gen,
-            progress=progress,
-            phase="finetune",
-        )
-    progress.finish()
+    n = inputs.retain_images.shape[0]
     return MethodResult(details={**stats, "retain_samples": n})
 
 

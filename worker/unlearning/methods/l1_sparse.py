@@ -25,17 +25,7 @@ def run(inputs: UnlearningInputs, config: L1SparseConfig) -> MethodResult:
     gen = _ops.seed_all(inputs.seed)
     model = inputs.model
     n = inputs.retain_images.shape[0]
-    total = config.epochs * _ops.steps_per_epoch(n, config.batch_size)
-    progress = _ops.Progress(inputs.progress, total)
-    progress.start("l1_sparse")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = _ops.make_optimizer(
-        config.optimizer,
-        params,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
 
     l1_epochs = config.epochs - config.no_l1_epochs
 
@@ -52,26 +42,22 @@ def run(inputs: UnlearningInputs, config: L1SparseConfig) -> MethodResult:
             return None
         return g * torch.stack([p.abs().sum() for p in params]).sum()
 
-    with _ops.keep_mode(model):
-        stats = _ops.train_supervised(
-            model,
-            inputs.retain_images,
-            inputs.retain_labels,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            optimizer=opt,
-            scheduler=_ops.cosine_schedule(opt, total),
-            device=inputs.device,
-            generator=gen,
-            progress=progress,
-            phase="l1_sparse",
-            penalty=penalty,
-        )
+    stats = _ops.fine_tune(
+        model,
+        inputs.retain_images,
+        inputs.retain_labels,
+        config,
+        device=inputs.device,
+        generator=gen,
+        progress=inputs.progress,
+        phase="l1_sparse",
+        params=params,
+        penalty=penalty,
+    )
     with torch.no_grad():
         numel = sum(p.numel() for p in params)
         near_zero = sum(int((p.abs() < 1e-3).sum()) for p in params)
         l1 = float(sum(float(p.abs().sum()) for p in params))
-    progress.finish()
     return MethodResult(
         details={
             **stats,
