@@ -4,6 +4,7 @@ same model (same recipe and seed) without the class(es).
 
     .venv/bin/python -m bench.weight_filtering           # Animal-MNIST, CIFAR-10 (full)
     .venv/bin/python -m bench.weight_filtering --quick   # small subsets, a few minutes
+    .venv/bin/python -m bench.weight_filtering --dataset cifar10 --seed 1   # another base seed
 
 The base models are bench.class_forgetting's (its scenarios, subsets and setup functions:
 small_cnn, one shard, Animal-MNIST forgetting "elephant", CIFAR-10 forgetting "cat"), trained
@@ -17,10 +18,10 @@ bench/results/weight_filtering.json (or weight_filtering_quick.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from bench import class_forgetting as cf
@@ -43,42 +44,6 @@ def use_own_work_folder(quick: bool) -> None:
     global WORK
     WORK = WORK / ("quick" if quick else "full")
     cf.WORK = WORK
-
-
-def import_base(service: Any, scenario: cf.Scenario, base: dict[str, Any]) -> dict[str, Any]:
-    """bench.class_forgetting's import, with the base model's whole recipe: the import takes
-    the historical values for fields left out (no batch norm, constant schedule), while the
-    base was trained with the architecture's recommended ones; the retrain reference must
-    train with the base's recipe."""
-    from sqlalchemy import select
-
-    from app.core.recipe import RECOMMENDED
-    from app.db.models import ModelVersion
-    from app.db.session import session_scope
-    from worker import tasks
-
-    dataset = service.register_dataset(WORK / f"{scenario.dataset}-data", name="model")
-    spec = cf.model_spec(scenario, "model", dataset["id"])
-    body = {**RECOMMENDED["small_cnn"], **spec, "class_names": base["classes"]}
-    for key in ("shards", "slices"):
-        body.pop(key)
-    weights = Path(base["state_dict"]).read_bytes()
-    response = service.client.post(
-        "/v1/models/import", data=body, files={"file": ("base.pt", weights)}
-    )
-    response.raise_for_status()
-    model_id = response.json()["id"]
-    with session_scope() as session:
-        version_id = session.scalar(
-            select(ModelVersion.id).where(ModelVersion.model_id == model_id)
-        )
-    tasks.import_model(version_id)
-    model = service.client.get(f"/v1/models/{model_id}").json()
-    if model["status"] != "ready":
-        raise RuntimeError(f"import failed: {model['status_reason']}")
-    if model["metrics"]["test"] != base["test"]:
-        raise RuntimeError("the imported model does not reproduce the base model's accuracy")
-    return model
 
 
 def train_accuracy(model_id: int) -> float:
@@ -180,7 +145,7 @@ def run_filtering(scenario: cf.Scenario, base: dict[str, Any], config: dict) -> 
     cf.subset_copy(scenario)
     home = WORK / "homes" / f"{scenario.dataset}-weight_filtering"
     with in_process_service(home, data_roots=[WORK / f"{scenario.dataset}-data"]) as service:
-        model = import_base(service, scenario, base)
+        model = cf.import_base(service, scenario, base, "model")
         base_train = train_accuracy(model["id"])
         filters = train_filters(service, model["id"], config)
         first = forget(
@@ -202,7 +167,7 @@ def run_retrain(scenario: cf.Scenario, base: dict[str, Any], classes: list[str])
     cf.subset_copy(scenario)
     home = WORK / "homes" / f"{scenario.dataset}-retrain-{len(classes)}"
     with in_process_service(home, data_roots=[WORK / f"{scenario.dataset}-data"]) as service:
-        model = import_base(service, scenario, base)
+        model = cf.import_base(service, scenario, base, "model")
         return forget(
             service,
             model["id"],
@@ -233,7 +198,11 @@ def compare(step: dict[str, Any], retrain: dict[str, Any], filter_seconds: float
 
 def run_scenario(scenario: cf.Scenario, config: dict[str, Any], quiet_s: float) -> dict:
     data = cf.subset_copy(scenario)
-    base = cf.train_base(scenario, data, WORK / "homes" / f"{scenario.dataset}-base", quiet_s)
+    # a base of another seed is kept beside seed 0's, so neither retrains the other away
+    suffix = f"-seed{scenario.seed}" if scenario.seed else ""
+    base = cf.train_base(
+        scenario, data, WORK / "homes" / f"{scenario.dataset}-base{suffix}", quiet_s
+    )
     print(f"{scenario.dataset}: base test accuracy {base['test']['accuracy']:.3f}", flush=True)
     filtering = run_filtering(scenario, base, config)
     second = SECOND[scenario.dataset]
@@ -286,6 +255,11 @@ def main() -> None:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--name", help="result file name (default: by --quick)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the base model and of the retrain (default: the scenario's, 0)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -293,7 +267,7 @@ def main() -> None:
     use_own_work_folder(args.quick)
     config = json.loads(args.config)
     scenarios = [
-        s
+        s if args.seed is None else dataclasses.replace(s, seed=args.seed)
         for s in (cf.QUICK if args.quick else cf.FULL)
         if s.dataset in (args.dataset or [s.dataset])
     ]

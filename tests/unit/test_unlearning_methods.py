@@ -33,6 +33,7 @@ from worker.unlearning.filtering import (
     FilterSet,
     _keep_targets,
     apply_filters,
+    filter_epochs,
     per_sample_filters,
     train_filters,
 )
@@ -70,7 +71,7 @@ SMALL_CONFIGS: dict[str, dict] = {
 # The default cosine step size moves the entries less in all than a constant one: the toy
 # needs 20 epochs with it (10 with a constant step).
 TOY_FILTERS = FilterTrainingConfig(
-    epochs=20, batch_size=16, lr=0.05, lambda_unlearn=1.0, lambda_reg=1.0
+    epochs=20, min_steps=0, batch_size=16, lr=0.05, lambda_unlearn=1.0, lambda_reg=1.0
 )
 
 MODEL_METHODS = [s.name for s in all_methods() if s.runner is Runner.MODEL]
@@ -515,6 +516,24 @@ def test_filters_trained_towards_the_parent_without_the_class_forget_it_too(toy,
         copy.deepcopy(model), torch.cat([fx, rx]), torch.cat([fy, ry]), NUM_CLASSES, config, CPU, 0
     )
     _each_row_forgets_its_class_alone(model, filters)
+
+
+def test_filters_train_at_least_min_steps_on_a_small_constituent(toy):
+    """A constituent with few images gets more epochs, up to ``min_steps`` optimizer steps;
+    one with enough images keeps ``epochs``."""
+    model, fx, fy, rx, ry = toy
+    x, y = torch.cat([fx, rx]), torch.cat([fy, ry])
+    per_epoch = _ops.steps_per_epoch(x.shape[0], 16)
+    config = TOY_FILTERS.model_copy(update={"epochs": 1, "min_steps": 3 * per_epoch + 1})
+    assert filter_epochs(x.shape[0], config) == 4
+    assert filter_epochs(x.shape[0], config.model_copy(update={"min_steps": 0})) == 1
+    assert filter_epochs(100 * x.shape[0], config) == 1
+    phases: list[str] = []
+    train_filters(
+        copy.deepcopy(model), x, y, NUM_CLASSES, config, CPU, 0, lambda f, p: phases.append(p)
+    )
+    # a report at the start and after every optimizer step but the last (then "done")
+    assert phases.count("filters") == 4 * per_epoch
 
 
 def test_keep_targets_remove_each_images_filtered_classes():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -168,6 +169,15 @@ def _loss(
     return keep + config.lambda_unlearn * unlearn + config.lambda_reg * reg
 
 
+def filter_epochs(n_images: int, config: FilterTrainingConfig) -> int:
+    """``config.epochs``, or more where that many passes over ``n_images`` make fewer than
+    ``config.min_steps`` optimizer steps."""
+    per_epoch = _ops.steps_per_epoch(min(n_images, config.max_samples), config.batch_size)
+    if per_epoch == 0:
+        return config.epochs
+    return max(config.epochs, math.ceil(config.min_steps / per_epoch))
+
+
 def train_filters(
     model: nn.Module,
     images: Tensor,
@@ -201,7 +211,8 @@ def train_filters(
         for name, m in layers.items()
     }
     optimizer = torch.optim.Adam(list(alpha.values()), lr=config.lr)
-    steps = config.epochs * _ops.steps_per_epoch(images.shape[0], config.batch_size)
+    epochs = filter_epochs(images.shape[0], config)
+    steps = epochs * _ops.steps_per_epoch(images.shape[0], config.batch_size)
     schedule = _ops.cosine_schedule(optimizer, steps) if config.lr_schedule == "cosine" else None
     # A report per step: callers throttle, and a long training keeps its heartbeat.
     report = _ops.Progress(progress, steps, reports=steps)
@@ -212,7 +223,7 @@ def train_filters(
         for p, _ in frozen:
             p.requires_grad_(False)
         with _ops.eval_mode(model), per_sample_filters(model, current):
-            for _ in range(config.epochs):
+            for _ in range(epochs):
                 for idx in _ops.batch_indices(images.shape[0], config.batch_size, gen):
                     x, y = _ops.load_batch(images, labels, idx, device)
                     first, second, own = _pair_classes(y, num_classes, config, gen)
