@@ -154,6 +154,7 @@ def main() -> None:
         "can run side by side; --combine then writes the summary)",
     )
     parser.add_argument("--combine", action="store_true", help="summarise the parts' rows")
+    parser.add_argument("--name", default="unsir_robustness", help="result file name")
     args = parser.parse_args()
     import torch
 
@@ -177,7 +178,7 @@ def main() -> None:
             return
     summary = summarise(rows)
     print(summary)
-    path = write_result("unsir_robustness", {"summary": summary, "rows": rows})
+    path = write_result(args.name, {"summary": summary, "rows": rows})
     print(f"written to {path}")
 
 
