@@ -194,3 +194,19 @@ def _age(job_id: int) -> None:
         job = session.get(WeightFilterJob, job_id)
         assert job is not None
         job.heartbeat_at = datetime.now(UTC) - timedelta(hours=1)
+
+
+def test_a_bad_filter_configuration_is_refused_by_name_and_starts_no_job(
+    sqlite_service, tmp_path: Path
+) -> None:
+    service = sqlite_service
+    root = make_subset(tmp_path / "animals", classes=CLASSES[:3], train_per_class=16)
+    dataset = service.register_dataset(root)
+    model = service.train_model(dataset["id"], name="wf", **{**MONOLITHIC, "epochs_per_slice": 1})
+    url = f"/v1/models/{model['id']}/filters"
+    for field, value in (("min_steps", -1), ("min_steps", 1e308), ("lr_schedule", "weekly")):
+        refused = service.client.post(url, json={"config": {field: value}})
+        assert refused.status_code == 422, (field, value, refused.text)
+        assert refused.headers["content-type"].startswith(PROBLEM)
+        assert field in refused.text, refused.text
+    assert service.client.get(url).status_code == 404  # no job was stored
